@@ -1,0 +1,53 @@
+"""Errors raised by m3e-rag.
+
+Every message says what happened and what to do next, in one sentence where possible.
+All errors derive from :class:`M3ERagError`, so one ``except`` catches the library's own failures.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "M3ERagError",
+    "ModelLoadError",
+    "InputError",
+    "InputTooLongError",
+    "ModelMismatchError",
+    "StoreError",
+    "MissingExtraError",
+]
+
+
+class M3ERagError(Exception):
+    """Base class of every error m3e-rag raises on purpose."""
+
+
+class ModelLoadError(M3ERagError, OSError):
+    """The model could not be found or loaded (no network, wrong path, incomplete folder)."""
+
+
+class InputError(M3ERagError, ValueError):
+    """An input given by the caller is unusable (None, not a string, empty, bad option)."""
+
+
+class InputTooLongError(InputError):
+    """A text is longer than the model's token window and ``on_overflow="error"`` was asked for."""
+
+
+class ModelMismatchError(M3ERagError):
+    """An index was built with another model (or dimension) than the one opening it."""
+
+
+class StoreError(M3ERagError):
+    """The vector store refused an operation or is unreachable."""
+
+
+class MissingExtraError(M3ERagError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs the '{package}' package, which is not installed; "
+            f"run: pip install 'm3e-rag[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
