@@ -216,7 +216,8 @@ class M3EEncoder:
                 hint = " The folder needs its own code: pass trust_remote_code=True only if you trust its author."
             raise ModelLoadError(f"Could not load model from {str(path)!r}: {exc}.{hint}") from exc
         st.eval()
-        dim = st.get_sentence_embedding_dimension()
+        get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+        dim = get_dim()
         if dim is None:
             raise ModelLoadError(f"Model at {str(path)!r} does not declare an embedding dimension.")
         max_len = int(st.max_seq_length or 512)

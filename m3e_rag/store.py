@@ -237,7 +237,7 @@ class ChromaStore:
             batch = records[start : start + step]
             self._collection.upsert(
                 ids=[r.id for r in batch],
-                embeddings=np.stack([r.embedding for r in batch]).astype(np.float32),  # type: ignore[arg-type]
+                embeddings=np.stack([r.embedding for r in batch]).astype(np.float32),
                 documents=[r.text for r in batch],
                 metadatas=[_clean_metadata(r.metadata) for r in batch],  # type: ignore[misc]
             )
@@ -290,7 +290,7 @@ class ChromaStore:
         metas = res.get("metadatas") or [{}] * len(res["ids"])
         embs = res.get("embeddings")
         for i, cid in enumerate(res["ids"]):
-            meta = dict(metas[i] or {})
+            meta: dict[str, Any] = dict(metas[i] or {})
             if include_embeddings and embs is not None:
                 meta["_embedding"] = np.asarray(embs[i], dtype=np.float32)
             out.append(RetrievedChunk(cid, docs[i] or "", 0.0, meta))
@@ -303,7 +303,7 @@ class ChromaStore:
         for start in range(0, len(sources), step):
             part = list(sources[start : start + step])
             where: dict[str, Any] = {"source": part[0]} if len(part) == 1 else {"source": {"$in": part}}
-            res = self._collection.get(where=where, include=["metadatas"])  # type: ignore[list-item]
+            res = self._collection.get(where=where, include=["metadatas"])
             for cid, meta in zip(res["ids"], res.get("metadatas") or [], strict=False):
                 src = str((meta or {}).get("source", ""))
                 result.setdefault(src, {})[cid] = dict(meta or {})
@@ -317,7 +317,7 @@ class ChromaStore:
         """Yield (ids, texts) pages of the whole collection (used to rebuild the sparse index)."""
         total = self.count()
         for offset in range(0, total, batch):
-            res = self._collection.get(include=["documents"], limit=batch, offset=offset)  # type: ignore[list-item]
+            res = self._collection.get(include=["documents"], limit=batch, offset=offset)
             yield [str(i) for i in res["ids"]], [d or "" for d in (res.get("documents") or [])]
 
     def sources(self) -> list[str]:
@@ -325,7 +325,7 @@ class ChromaStore:
         seen: set[str] = set()
         total = self.count()
         for offset in range(0, total, 5000):
-            res = self._collection.get(include=["metadatas"], limit=5000, offset=offset)  # type: ignore[list-item]
+            res = self._collection.get(include=["metadatas"], limit=5000, offset=offset)
             for meta in res.get("metadatas") or []:
                 if meta and "source" in meta:
                     seen.add(str(meta["source"]))
@@ -362,7 +362,7 @@ class ChromaStore:
         embs = res.get("embeddings")
         out = []
         for i, cid in enumerate(ids):
-            meta = dict(metas[i] or {})
+            meta: dict[str, Any] = dict(metas[i] or {})
             if include_embeddings and embs is not None:
                 meta["_embedding"] = np.asarray(embs[0][i], dtype=np.float32)
             out.append(RetrievedChunk(cid, docs[i] or "", 1.0 - float(dists[i]), meta))

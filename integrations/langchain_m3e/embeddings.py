@@ -83,16 +83,16 @@ class M3EEmbeddings(BaseModel, Embeddings):
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed passages; one list of floats per text."""
-        return self._encoder.encode_documents(texts).tolist()  # type: ignore[no-any-return]
+        return self._encoder.encode_documents(texts).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query."""
-        return self._encoder.encode_query(text).tolist()  # type: ignore[no-any-return]
+        return self._encoder.encode_query(text).tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed passages without blocking the event loop."""
-        return (await self._encoder.aencode_documents(texts)).tolist()  # type: ignore[no-any-return]
+        return (await self._encoder.aencode_documents(texts)).tolist()
 
     async def aembed_query(self, text: str) -> list[float]:
         """Embed one query without blocking the event loop."""
-        return (await self._encoder.aencode_query(text)).tolist()  # type: ignore[no-any-return]
+        return (await self._encoder.aencode_query(text)).tolist()

@@ -13,8 +13,8 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import Field, PrivateAttr
 
-from m3e_rag.models import DEFAULT_MODEL
 from m3e_rag.encoder import DEFAULT_BATCH_SIZE, Backend, M3EEncoder, OnOverflow
+from m3e_rag.models import DEFAULT_MODEL
 
 __all__ = ["M3EEmbedding"]
 
@@ -69,19 +69,19 @@ class M3EEmbedding(BaseEmbedding):
         return self._encoder
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self._encoder.encode_query(query).tolist()  # type: ignore[no-any-return]
+        return self._encoder.encode_query(query).tolist()
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        return (await self._encoder.aencode_query(query)).tolist()  # type: ignore[no-any-return]
+        return (await self._encoder.aencode_query(query)).tolist()
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        return self._encoder.encode_documents([text])[0].tolist()  # type: ignore[no-any-return]
+        return self._encoder.encode_documents([text])[0].tolist()
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
-        return (await self._encoder.aencode_documents([text]))[0].tolist()  # type: ignore[no-any-return]
+        return (await self._encoder.aencode_documents([text]))[0].tolist()
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self._encoder.encode_documents(texts).tolist()  # type: ignore[no-any-return]
+        return self._encoder.encode_documents(texts).tolist()
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return (await self._encoder.aencode_documents(texts)).tolist()  # type: ignore[no-any-return]
+        return (await self._encoder.aencode_documents(texts)).tolist()
