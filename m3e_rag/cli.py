@@ -112,7 +112,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
         bar = tqdm(total=0, unit="chunk", desc="ingest", file=sys.stderr)
 
+    log = logging.getLogger("m3e_rag.cli")
+
     def progress(done: int, total: int) -> None:
+        log.info("ingest progress: %d/%d chunks", done, total)
         if bar is not None:
             bar.total = total
             bar.n = done

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -258,6 +259,11 @@ class RAGPipeline:
         report.documents = len(docs)
 
         by_source = self._chunk_by_source(docs)
+        if self.use_sparse and self._sparse is not None:
+            with self.store.write_lock():
+                # Another process may have written since we loaded the BM25 index: re-check it.
+                if self._sparse.fingerprint != fingerprint(self.store.all_ids()):
+                    self._sparse = None
         total = sum(len(chunks) for chunks in by_source.values())
         done = 0
         step: list[str] = []
@@ -276,9 +282,9 @@ class RAGPipeline:
             done += step_chunks
         if progress:
             progress(done, total)
-        if self.use_sparse and self._sparse is not None and (path := self._sparse_path()) is not None:
+        if self.use_sparse:
             with self.store.write_lock():
-                self._sparse.save(path)
+                self._save_sparse()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -309,8 +315,8 @@ class RAGPipeline:
         self, sources: list[str], by_source: Mapping[str, list[tuple[str, Chunk]]], report: IngestReport
     ) -> None:
         store = self.store
-        sparse = self.sparse_index if self.use_sparse else None
         with store.write_lock():
+            sparse = self.sparse_index if self.use_sparse else None
             existing = store.ids_by_source(sources)
             new: list[tuple[str, Chunk]] = []
             changed_ids: list[str] = []
@@ -347,6 +353,53 @@ class RAGPipeline:
                 if stale:
                     sparse.delete(stale)
 
+    # ------------------------------------------------------- records as given
+    def add_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """Store each text as one record, unchunked (what a framework VectorStore is asked to do).
+
+        Args:
+            texts: the texts (each should fit the model's window; longer ones follow ``on_overflow``).
+            metadatas: one metadata dict (or None) per text, stored as given.
+            ids: one id (or None for a new random id) per text; an existing id is overwritten.
+
+        Returns:
+            The ids, in the order of ``texts``.
+        """
+        items = list(texts)
+        if metadatas is not None and len(metadatas) != len(items):
+            raise InputError(f"Got {len(metadatas)} metadatas for {len(items)} texts; give one per text.")
+        if ids is not None and len(ids) != len(items):
+            raise InputError(f"Got {len(ids)} ids for {len(items)} texts; give one per text.")
+        final_ids = [str(i) if i is not None else uuid.uuid4().hex for i in (ids or [None] * len(items))]
+        dupes = sorted({i for i in final_ids if final_ids.count(i) > 1})
+        if dupes:
+            raise InputError(f"Duplicate ids in one call: {dupes[:5]}; ids must be unique.")
+        if not items:
+            return []
+        vectors = self.encoder.encode_documents(items)
+        metas = [dict(m or {}) for m in (metadatas or [None] * len(items))]
+        store = self.store
+        with store.write_lock():
+            store.upsert([StoreRecord(i, t, vectors[n], metas[n]) for n, (i, t) in enumerate(zip(final_ids, items))])
+            if self.use_sparse:
+                self.sparse_index.upsert(final_ids, items)
+                self._save_sparse()
+        return final_ids
+
+    def get(self, ids: Sequence[str]) -> list[RetrievedChunk]:
+        """Fetch stored records by id (missing ids are left out), in the order of ``ids``."""
+        found = {r.id: r for r in self.store.get(ids=list(ids))}
+        return [found[i] for i in ids if i in found]
+
+    def _save_sparse(self) -> None:
+        if self._sparse is not None and (path := self._sparse_path()) is not None:
+            self._sparse.save(path)
+
     # ---------------------------------------------------------------- delete
     def delete(self, *, source: str | Path | None = None, ids: Sequence[str] | None = None,
                where: Mapping[str, Any] | None = None) -> int:
@@ -372,8 +425,7 @@ class RAGPipeline:
             removed = self.store.delete(ids=doomed) if doomed else 0
             if self.use_sparse and doomed:
                 self.sparse_index.delete(doomed)
-                if (path := self._sparse_path()) is not None:
-                    self.sparse_index.save(path)
+                self._save_sparse()
         return removed
 
     # ---------------------------------------------------------------- search

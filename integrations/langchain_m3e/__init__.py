@@ -1,4 +1,4 @@
-"""LangChain integration of m3e-rag: ``from langchain_m3e import M3EEmbeddings``.
+"""LangChain integration of m3e-rag: ``from langchain_m3e import M3EEmbeddings, M3EVectorStore, M3ERetriever``.
 
 Needs ``pip install 'm3e-rag[langchain]'``.
 """
@@ -13,5 +13,6 @@ except ImportError as exc:  # pragma: no cover - exercised in a venv without the
     ) from exc
 
 from .embeddings import M3EEmbeddings
+from .vectorstores import M3ERetriever, M3EVectorStore
 
-__all__ = ["M3EEmbeddings"]
+__all__ = ["M3EEmbeddings", "M3EVectorStore", "M3ERetriever"]
