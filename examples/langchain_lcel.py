@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _model import pick_model  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.output_parsers import StrOutputParser  # noqa: E402
-from langchain_core.prompts import PromptTemplate  # noqa: E402
 from langchain_core.prompt_values import PromptValue  # noqa: E402
+from langchain_core.prompts import PromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough  # noqa: E402
 
 from langchain_m3e import M3EEmbeddings, M3ERetriever, M3EVectorStore  # noqa: E402

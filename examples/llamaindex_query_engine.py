@@ -12,8 +12,8 @@ from _model import pick_model  # noqa: E402
 from llama_index.core import Settings  # noqa: E402
 from llama_index.core.llms import MockLLM  # noqa: E402
 from llama_index.core.query_engine import RetrieverQueryEngine  # noqa: E402
-
 from llama_index.retrievers.m3e import M3ERetriever  # noqa: E402
+
 from m3e_rag import RAGPipeline  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -385,7 +385,7 @@ class RAGPipeline:
         metas = [dict(m or {}) for m in (metadatas or [None] * len(items))]
         store = self.store
         with store.write_lock():
-            store.upsert([StoreRecord(i, t, vectors[n], metas[n]) for n, (i, t) in enumerate(zip(final_ids, items))])
+            store.upsert([StoreRecord(i, t, vectors[n], metas[n]) for n, (i, t) in enumerate(zip(final_ids, items, strict=True))])
             if self.use_sparse:
                 self.sparse_index.upsert(final_ids, items)
                 self._save_sparse()

@@ -47,9 +47,14 @@ def bilingual_store(tmp_path: Path, bilingual_model_path: Path) -> M3EVectorStor
     store.add_documents(
         [
             Document(page_content="大熊猫主要吃竹子，每天要吃十几公斤。", metadata={"lang": "zh", "topic": "panda"}),
-            Document(page_content="Giant pandas eat bamboo for most of the day.", metadata={"lang": "en", "topic": "panda"}),
+            Document(
+                page_content="Giant pandas eat bamboo for most of the day.", metadata={"lang": "en", "topic": "panda"}
+            ),
             Document(page_content="熊猫宝宝出生时只有一百克左右。", metadata={"lang": "zh", "topic": "panda"}),
-            Document(page_content="The Great Wall of China is thousands of kilometres long.", metadata={"lang": "en", "topic": "wall"}),
+            Document(
+                page_content="The Great Wall of China is thousands of kilometres long.",
+                metadata={"lang": "en", "topic": "wall"},
+            ),
             Document(page_content="西湖龙井是著名的绿茶。", metadata={"lang": "zh", "topic": "tea"}),
         ],
         ids=["zh-panda", "en-panda", "zh-baby", "en-wall", "zh-tea"],

@@ -1,0 +1,645 @@
+"""Chinese-aware chunking, budgeted in model tokens.
+
+:class:`Chunker` cuts a :class:`~m3e_rag.types.Document` into :class:`~m3e_rag.types.Chunk` s that
+each fit the embedding model's token window. The rules, in order of preference:
+
+1. **Paragraphs** (separated by a blank line) that fit the budget are never split across chunks.
+2. **Sentences** end at ``。！？；…`` (always), at ASCII ``! ? ;`` followed by whitespace, the end
+   or a CJK character, at ASCII ``.`` followed by whitespace or the end (so ``3.14``, ``e.g.x``,
+   ``U.S.A`` and URLs stay whole; ``U.S.``, ``e.g.``, ``Mr.`` and similar abbreviations do not end a
+   sentence), and at every line break. Closing quotes and brackets right after a sentence end
+   (``」”’』）)】》`` and balanced ASCII quotes) stay with the sentence they close.
+3. A sentence longer than the budget is cut at clause marks (``，、：；`` and ASCII ``, : ;`` followed
+   by whitespace), and a clause still too long is cut between tokens, preferring a cut at whitespace
+   or next to a CJK character, then one that is not inside a word (never before a WordPiece ``##``
+   piece), and only as a last resort anywhere (a single unbroken run longer than the budget).
+
+Consecutive pieces are packed greedily up to ``max_tokens``. Each new chunk starts with whole
+trailing sentences of the previous chunk totalling at most ``overlap_tokens`` (never a part of a
+sentence; no overlap when the last sentence alone is larger).
+
+Every chunk is an exact slice ``document.text[start:end]`` with surrounding whitespace trimmed.
+Tokens are counted once over the whole document (in line-aligned batches, with offsets), and each
+finished chunk is tokenized again on its own: that count is the one recorded in ``n_tokens`` and
+it never exceeds ``max_tokens`` (a chunk whose own count is over budget is cut again).
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+from m3e_rag.errors import InputError
+from m3e_rag.types import Chunk, Document, Metadata
+
+__all__ = ["Chunker", "CHUNKER_VERSION", "MIN_MAX_TOKENS", "MAX_MAX_TOKENS"]
+
+#: Bumped whenever a change can move chunk boundaries (recorded by the store via ``settings()``).
+CHUNKER_VERSION = "1"
+#: Smallest accepted ``max_tokens``.
+MIN_MAX_TOKENS = 8
+#: Largest accepted ``max_tokens``: the M3E window of 512 minus ``[CLS]`` and ``[SEP]``.
+MAX_MAX_TOKENS = 510
+
+_CJK_TERMINATORS = frozenset("。！？；…｡")
+_TERMINATOR_CHARS = "。！？；…｡!?;."
+_CLOSERS = frozenset("」』”’）)】》〉〗〕］]｝}»\"'")
+_TERMINATOR_RE = re.compile(r"[。！？；…｡!?;.]+|\n")
+_SPACE_RE = re.compile(r"\s*")
+_CLAUSE_RE = re.compile(r"[，、：；,:;]")
+_CJK_CLAUSE_MARKS = frozenset("，、：；")
+_APOSTROPHE_RE = re.compile(r"(?<![^\W_])'|'(?![^\W_])")  # a quote, not an apostrophe
+_DOUBLE_QUOTE_RE = re.compile('"')
+_INITIALS_RE = re.compile(r"(?:[A-Za-z]\.)*[A-Za-z]")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs fig figs eq eqs vol pp inc ltd corp dept approx al cf viz ca".split()
+)
+
+#: Characters per tokenizer call when tokenizing a whole document (batched, so the Rust side can
+#: work on several pieces in parallel; small pieces are also faster than one huge string).
+_SEGMENT_CHARS = 2000
+
+
+def _is_cjk(ch: str) -> bool:
+    """Whether ``ch`` is a CJK ideograph, kana, hangul or CJK/fullwidth punctuation."""
+    cp = ord(ch)
+    if 0xFF10 <= cp <= 0xFF19 or 0xFF21 <= cp <= 0xFF3A or 0xFF41 <= cp <= 0xFF5A:
+        return False  # fullwidth digits and letters behave like a word
+    return (
+        0x2E80 <= cp <= 0x9FFF
+        or 0xA960 <= cp <= 0xA97F
+        or 0xAC00 <= cp <= 0xD7AF
+        or 0xF900 <= cp <= 0xFAFF
+        or 0xFE30 <= cp <= 0xFE4F
+        or 0xFF00 <= cp <= 0xFFEF
+        or 0x20000 <= cp <= 0x3FFFF
+    )
+
+
+def _in_run(text: str, pos: int) -> bool:
+    """Whether ``pos`` lies inside a run of non-space, non-CJK characters (a word, number, URL)."""
+    if pos <= 0 or pos >= len(text):
+        return False
+    before, after = text[pos - 1], text[pos]
+    return not (before.isspace() or after.isspace() or _is_cjk(before) or _is_cjk(after))
+
+
+def _in_word(text: str, pos: int) -> bool:
+    """Whether ``pos`` lies between two letters or digits of a non-CJK word."""
+    if pos <= 0 or pos >= len(text):
+        return False
+    before, after = text[pos - 1], text[pos]
+    return before.isalnum() and after.isalnum() and not (_is_cjk(before) or _is_cjk(after))
+
+
+@dataclass(frozen=True)
+class _Atom:
+    """A smallest packing unit: a whole sentence or a piece of an over-long sentence."""
+
+    start: int
+    end: int
+    whole: bool
+
+
+class _TokenIndex:
+    """Token character spans of one text, searchable by character position."""
+
+    def __init__(self, starts: list[int], ends: list[int], ids: list[int]) -> None:
+        # Offsets are non-decreasing for every tokenizer we know; enforce it so bisect is valid.
+        for i in range(1, len(starts)):
+            if starts[i] < starts[i - 1]:
+                starts[i] = starts[i - 1]
+            if ends[i] < ends[i - 1]:
+                ends[i] = ends[i - 1]
+        self.starts = starts
+        self.ends = ends
+        self.ids = ids
+
+    def count(self, start: int, end: int) -> int:
+        """Tokens overlapping ``[start, end)`` (a token across an edge counts once on each side)."""
+        if end <= start:
+            return 0
+        return max(0, bisect_left(self.starts, end) - bisect_right(self.ends, start))
+
+    def first_after(self, pos: int) -> int:
+        """Index of the first token that ends after ``pos``."""
+        return bisect_right(self.ends, pos)
+
+
+class Chunker:
+    """Split documents into chunks that fit a token budget, Chinese- and English-aware.
+
+    Construction is cheap (no tokenization happens until :meth:`split`).
+
+    Args:
+        tokenizer: a Hugging Face *fast* tokenizer (or any callable that, like one, accepts
+            ``add_special_tokens=False, return_offsets_mapping=True`` and returns ``input_ids``
+            and ``offset_mapping``). Use the embedding model's own tokenizer so budgets are exact.
+        max_tokens: most tokens per chunk, special tokens not included; 8 to 510 (M3E reads 512
+            tokens including ``[CLS]`` and ``[SEP]``; pass less to leave room for a prompt).
+        overlap_tokens: most tokens of whole trailing sentences repeated at the start of the next
+            chunk; ``0 <= overlap_tokens < max_tokens / 2``.
+
+    Raises:
+        InputError: a setting is out of range, or the tokenizer cannot report offsets.
+
+    Example:
+        >>> chunker = Chunker(tokenizer, max_tokens=256, overlap_tokens=32)  # doctest: +SKIP
+        >>> chunks = chunker.split(Document(text="第一句。第二句！", source="a.txt"))  # doctest: +SKIP
+
+    """
+
+    def __init__(self, tokenizer: Any, max_tokens: int = 384, overlap_tokens: int = 32) -> None:
+        if tokenizer is None or not callable(tokenizer):
+            raise InputError(
+                "tokenizer must be a Hugging Face fast tokenizer (for example "
+                "AutoTokenizer.from_pretrained('moka-ai/m3e-base')); got "
+                f"{type(tokenizer).__name__}"
+            )
+        if getattr(tokenizer, "is_fast", True) is False:
+            raise InputError(
+                "the tokenizer is a slow (pure Python) tokenizer, which cannot report character offsets; "
+                "load it with AutoTokenizer.from_pretrained(..., use_fast=True)"
+            )
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+            raise InputError(
+                f"max_tokens must be an integer from {MIN_MAX_TOKENS} to {MAX_MAX_TOKENS}; got {max_tokens!r}"
+            )
+        if not MIN_MAX_TOKENS <= max_tokens <= MAX_MAX_TOKENS:
+            raise InputError(
+                f"max_tokens must be from {MIN_MAX_TOKENS} to {MAX_MAX_TOKENS} (the model reads 512 tokens "
+                f"including [CLS] and [SEP]); got {max_tokens}"
+            )
+        overlap_limit = (max_tokens - 1) // 2
+        if (
+            isinstance(overlap_tokens, bool)
+            or not isinstance(overlap_tokens, int)
+            or not 0 <= overlap_tokens < max_tokens / 2
+        ):
+            raise InputError(
+                "overlap_tokens must be an integer with 0 <= overlap_tokens < max_tokens / 2 "
+                f"(0 to {overlap_limit} for max_tokens={max_tokens}); got {overlap_tokens!r}"
+            )
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.overlap_tokens = overlap_tokens
+        self._verbose_kwarg: bool | None = None
+
+    def __repr__(self) -> str:
+        """Show the settings."""
+        return f"Chunker(max_tokens={self.max_tokens}, overlap_tokens={self.overlap_tokens})"
+
+    # ------------------------------------------------------------------ public API
+
+    def settings(self) -> dict[str, int | str]:
+        """Return the settings that decide chunk boundaries, for recording beside an index.
+
+        Returns:
+            ``{"max_tokens": ..., "overlap_tokens": ..., "chunker_version": ...}``.
+
+        """
+        return {
+            "max_tokens": self.max_tokens,
+            "overlap_tokens": self.overlap_tokens,
+            "chunker_version": CHUNKER_VERSION,
+        }
+
+    def count_tokens(self, text: str) -> int:
+        """Count the model tokens of ``text`` (special tokens not included).
+
+        Args:
+            text: any string.
+
+        Returns:
+            The number of tokens the tokenizer produces for ``text``.
+
+        """
+        return len(self._encode([text], offsets=False)[0][0])
+
+    def split(self, document: Document) -> list[Chunk]:
+        """Split one document.
+
+        Args:
+            document: the document; its metadata is copied into every chunk.
+
+        Returns:
+            The chunks in document order (an empty list for an empty or whitespace-only text).
+
+        Raises:
+            InputError: ``document`` is not a :class:`~m3e_rag.types.Document` with a string text.
+
+        """
+        if not isinstance(document, Document):
+            raise InputError(
+                f"split() takes a Document; got {type(document).__name__} (use split_text() for a str)"
+            )
+        return self.split_text(document.text, source=document.source, metadata=document.metadata)
+
+    def split_text(self, text: str, source: str = "", metadata: Metadata | None = None) -> list[Chunk]:
+        """Split one text.
+
+        Args:
+            text: the text to split.
+            source: the source name recorded on every chunk.
+            metadata: metadata copied into every chunk (``None`` for none).
+
+        Returns:
+            The chunks in text order; each ``chunk.text == text[chunk.start:chunk.end]``.
+
+        Raises:
+            InputError: ``text`` is not a string.
+
+        """
+        if not isinstance(text, str):
+            raise InputError(f"text must be a str; got {type(text).__name__}")
+        if not text.strip():
+            return []
+        base: Metadata = dict(metadata) if metadata else {}
+        tokens = self._index(text)
+        spans = self._pack(text, tokens)
+        final = _drop_contained(self._finalize(text, spans))
+        return [
+            Chunk(
+                text=text[start:end],
+                source=source,
+                start=start,
+                end=end,
+                index=i,
+                n_tokens=n,
+                metadata=dict(base),
+            )
+            for i, (start, end, n) in enumerate(final)
+        ]
+
+    # ------------------------------------------------------------------ tokenization
+
+    def _call_tokenizer(self, texts: list[str], offsets: bool) -> Any:
+        """Call the tokenizer on a batch, without special tokens and without length warnings."""
+        kwargs: dict[str, Any] = {"add_special_tokens": False}
+        if offsets:
+            kwargs["return_offsets_mapping"] = True
+        if self._verbose_kwarg is not False:
+            try:
+                result = self.tokenizer(texts, verbose=False, **kwargs)
+                self._verbose_kwarg = True
+                return result
+            except TypeError:
+                if self._verbose_kwarg:
+                    raise
+                self._verbose_kwarg = False
+        return self.tokenizer(texts, **kwargs)
+
+    def _encode(self, texts: list[str], offsets: bool) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Tokenize a batch; returns ``(ids, offsets)`` per text (offsets empty unless asked)."""
+        if not texts:
+            return []
+        try:
+            enc = self._call_tokenizer(texts, offsets)
+            ids = enc["input_ids"]
+            spans = enc["offset_mapping"] if offsets else [[] for _ in texts]
+        except NotImplementedError as exc:  # slow tokenizers refuse return_offsets_mapping
+            raise InputError(
+                "the tokenizer cannot report character offsets; pass a fast tokenizer "
+                "(AutoTokenizer.from_pretrained(..., use_fast=True))"
+            ) from exc
+        return [(list(i), [(int(a), int(b)) for a, b in s]) for i, s in zip(ids, spans, strict=True)]
+
+    def _index(self, text: str) -> _TokenIndex:
+        """Tokenize the whole text once, in line-aligned segments, and index the token offsets."""
+        cuts = _segment_cuts(text, _SEGMENT_CHARS)
+        pieces = [text[a:b] for a, b in pairwise(cuts)]
+        starts: list[int] = []
+        ends: list[int] = []
+        ids: list[int] = []
+        for base, (piece_ids, piece_offsets) in zip(cuts, self._encode(pieces, offsets=True), strict=False):
+            ids.extend(piece_ids)
+            for a, b in piece_offsets:
+                starts.append(base + a)
+                ends.append(base + b)
+        return _TokenIndex(starts, ends, ids)
+
+    def _is_continuation(self, tokens: _TokenIndex, i: int) -> bool:
+        """Whether token ``i`` continues a word (a WordPiece ``##`` piece)."""
+        convert = getattr(self.tokenizer, "convert_ids_to_tokens", None)
+        if convert is None or i >= len(tokens.ids):
+            return False
+        try:
+            piece = convert(tokens.ids[i])
+        except Exception:  # noqa: BLE001 - a duck-typed tokenizer may not support it; not needed
+            return False
+        return isinstance(piece, str) and piece.startswith("##")
+
+    # ------------------------------------------------------------------ planning
+
+    def _pack(self, text: str, tokens: _TokenIndex) -> list[tuple[int, int]]:
+        """Build atoms and groups, then pack them greedily with sentence overlap."""
+        atoms, groups = self._atoms(text, tokens)
+        budget = self.max_tokens
+        spans: list[tuple[int, int]] = []
+        lo = hi = -1
+        for g_lo, g_hi in groups:
+            if lo < 0:
+                lo, hi = g_lo, g_hi
+                continue
+            if tokens.count(atoms[lo].start, atoms[g_hi - 1].end) <= budget:
+                hi = g_hi
+                continue
+            spans.append((atoms[lo].start, atoms[hi - 1].end))
+            lo, hi = self._overlap_start(atoms, tokens, lo, hi, g_hi), g_hi
+        if lo >= 0:
+            spans.append((atoms[lo].start, atoms[hi - 1].end))
+        return spans
+
+    def _overlap_start(self, atoms: list[_Atom], tokens: _TokenIndex, lo: int, hi: int, g_hi: int) -> int:
+        """First atom of the next chunk: whole trailing sentences of ``[lo, hi)`` within the overlap."""
+        best = hi
+        if self.overlap_tokens == 0:
+            return best
+        k = hi
+        while k - 1 > lo and atoms[k - 1].whole:
+            k -= 1
+            if tokens.count(atoms[k].start, atoms[hi - 1].end) > self.overlap_tokens:
+                break
+            if tokens.count(atoms[k].start, atoms[g_hi - 1].end) > self.max_tokens:
+                break
+            best = k
+        return best
+
+    def _atoms(self, text: str, tokens: _TokenIndex) -> tuple[list[_Atom], list[tuple[int, int]]]:
+        """Sentences (and pieces of over-long ones) plus the groups that must stay together."""
+        budget = self.max_tokens
+        starts, paragraph_starts = _sentence_starts(text)
+        bounds = [*starts, len(text)]
+        atoms: list[_Atom] = []
+        groups: list[tuple[int, int]] = []
+        i = 0
+        n_sentences = len(starts)
+        while i < n_sentences:
+            j = i + 1
+            while j < n_sentences and starts[j] not in paragraph_starts:
+                j += 1
+            if j - i > 1 and tokens.count(bounds[i], bounds[j]) <= budget:
+                first = len(atoms)
+                atoms.extend(_Atom(bounds[k], bounds[k + 1], True) for k in range(i, j))
+                groups.append((first, len(atoms)))
+            else:
+                for k in range(i, j):
+                    a, b = bounds[k], bounds[k + 1]
+                    if tokens.count(a, b) <= budget:
+                        atoms.append(_Atom(a, b, True))
+                        groups.append((len(atoms) - 1, len(atoms)))
+                        continue
+                    for p, q in self._split_long(text, a, b, tokens):
+                        atoms.append(_Atom(p, q, False))
+                        groups.append((len(atoms) - 1, len(atoms)))
+            i = j
+        return atoms, groups
+
+    def _split_long(self, text: str, start: int, end: int, tokens: _TokenIndex) -> list[tuple[int, int]]:
+        """Cut an over-long sentence at clause marks, then by tokens."""
+        pieces: list[tuple[int, int]] = []
+        cut_points = [start, *_clause_cuts(text, start, end), end]
+        for a, b in pairwise(cut_points):
+            if a >= b:
+                continue
+            if tokens.count(a, b) <= self.max_tokens:
+                pieces.append((a, b))
+            else:
+                inner = [a, *self._token_cuts(text, a, b, tokens), b]
+                pieces.extend(pairwise(inner))
+        return pieces
+
+    def _token_cuts(self, text: str, start: int, end: int, tokens: _TokenIndex) -> list[int]:
+        """Cut positions in ``[start, end)`` so every piece holds at most ``max_tokens`` tokens."""
+        cuts: list[int] = []
+        cur = start
+        budget = self.max_tokens
+        while tokens.count(cur, end) > budget:
+            first = tokens.first_after(cur)
+            cut = self._choose_cut(text, tokens, cur, first, first + budget)
+            cuts.append(cut)
+            cur = cut
+        return cuts
+
+    def _choose_cut(self, text: str, tokens: _TokenIndex, cur: int, first: int, last: int) -> int:
+        """Pick a token start in ``(cur, starts[last]]`` that does not fall inside a word.
+
+        Tries, within the last half of the budget: a cut at whitespace or next to a CJK character,
+        then one that is not inside a word nor before a ``##`` piece; otherwise cuts at ``last``.
+        """
+        floor = max(first + 1, last - self.max_tokens // 2)
+        starts = tokens.starts
+        for c in range(last, floor - 1, -1):
+            pos = starts[c]
+            if pos > cur and not _in_run(text, pos):
+                return pos
+        for c in range(last, floor - 1, -1):
+            pos = starts[c]
+            if pos > cur and not _in_word(text, pos) and not self._is_continuation(tokens, c):
+                return pos
+        for c in range(last, len(starts)):
+            if starts[c] > cur:
+                return starts[c]
+        raise AssertionError("no token boundary after the cursor")  # unreachable: count > budget
+
+    # ------------------------------------------------------------------ final check
+
+    def _finalize(self, text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
+        """Trim each span, count its tokens on its own, and cut again any span over budget.
+
+        A span's own count can differ from the in-document count where a cut fell inside a word;
+        re-cutting with the span's own offsets always makes progress (pieces are strictly shorter).
+        """
+        trimmed = [t for t in (_trim(text, a, b) for a, b in spans) if t is not None]
+        if not trimmed:
+            return []
+        counts = [len(ids) for ids, _ in self._encode([text[a:b] for a, b in trimmed], offsets=False)]
+        out: list[tuple[int, int, int]] = []
+        for (a, b), n in zip(trimmed, counts, strict=True):
+            if n == 0:
+                continue  # nothing the model can read (control or zero-width characters only)
+            if n <= self.max_tokens:
+                out.append((a, b, n))
+                continue
+            ids, offsets = self._encode([text[a:b]], offsets=True)[0]
+            local = _TokenIndex([a + s for s, _ in offsets], [a + e for _, e in offsets], ids)
+            inner = [a, *self._token_cuts(text, a, b, local), b]
+            out.extend(self._finalize(text, list(pairwise(inner))))
+        return out
+
+
+# ---------------------------------------------------------------------- text scanning helpers
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """Shrink ``[start, end)`` past surrounding whitespace; ``None`` if nothing is left."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if start < end else None
+
+
+def _drop_contained(spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Drop a span that lies inside its neighbour (possible after a re-cut next to an overlap)."""
+    kept: list[tuple[int, int, int]] = []
+    for span in spans:
+        if kept and kept[-1][0] <= span[0] and span[1] <= kept[-1][1]:
+            continue
+        while kept and span[0] <= kept[-1][0] and kept[-1][1] <= span[1]:
+            kept.pop()
+        kept.append(span)
+    return kept
+
+
+def _segment_cuts(text: str, size: int) -> list[int]:
+    """Positions that cut ``text`` into pieces of about ``size`` characters for batch tokenizing.
+
+    Cuts fall after a line break where possible, else at whitespace or next to a CJK character, so
+    no token straddles a cut for BERT-style tokenizers (the per-chunk recount covers the rest).
+    """
+    cuts = [0]
+    n = len(text)
+    pos = 0
+    while n - pos > size:
+        target = pos + size
+        low = pos + size // 2
+        newline = text.rfind("\n", low, target)
+        if newline != -1:
+            cut = newline + 1
+        else:
+            cut = target
+            for c in range(target, low, -1):
+                if not _in_run(text, c):
+                    cut = c
+                    break
+        cuts.append(cut)
+        pos = cut
+    cuts.append(n)
+    return cuts
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """Whether the ``.`` at ``dot`` closes an abbreviation such as ``U.S.``, ``e.g.`` or ``Mr.``."""
+    i = dot
+    limit = max(0, dot - 16)  # abbreviations are short; bounded so a long run stays linear
+    while i > limit and (text[i - 1].isascii() and (text[i - 1].isalpha() or text[i - 1] == ".")):
+        i -= 1
+    if i == limit and i > 0 and text[i - 1].isascii() and text[i - 1].isalpha():
+        return False
+    word = text[i:dot]
+    if not word:
+        return False
+    if _INITIALS_RE.fullmatch(word):
+        return True
+    return word.lower() in _ABBREVIATIONS
+
+
+class _Quotes:
+    """Positions of ASCII quotes in a text (apostrophes such as ``don't`` left out), found lazily."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._positions: dict[str, list[int]] = {}
+
+    def is_closing(self, start: int, pos: int) -> bool:
+        """Whether the quote at ``pos`` closes one opened in ``text[start:pos]`` (odd count there)."""
+        quote = self._text[pos]
+        positions = self._positions.get(quote)
+        if positions is None:
+            pattern = _APOSTROPHE_RE if quote == "'" else _DOUBLE_QUOTE_RE
+            positions = self._positions[quote] = [m.start() for m in pattern.finditer(self._text)]
+        return (bisect_left(positions, pos) - bisect_left(positions, start)) % 2 == 1
+
+
+def _sentence_end(
+    text: str, run_start: int, run_end: int, sentence_start: int, quotes: _Quotes
+) -> int | None:
+    """End of the sentence closed by the terminator run ``text[run_start:run_end]``, or ``None``.
+
+    Absorbs closing quotes/brackets (and terminators after them, as in ``」。``) and decides
+    whether an ASCII terminator really ends a sentence.
+    """
+    n = len(text)
+    end = run_end
+    while end < n:
+        ch = text[end]
+        if ch in _CLOSERS:
+            if ch in "\"'" and not quotes.is_closing(sentence_start, end):
+                break
+            end += 1
+        elif ch in _TERMINATOR_CHARS and end > run_end:
+            end += 1
+        else:
+            break
+    run = text[run_start:run_end]
+    if any(c in _CJK_TERMINATORS for c in run):
+        return end
+    nxt = text[end] if end < n else ""
+    last = run[-1]
+    if nxt == "" or nxt.isspace():
+        pass
+    elif _is_cjk(nxt) and (
+        last in "!?;" or (run_start > 0 and text[run_start - 1].isascii() and text[run_start - 1].isalpha())
+    ):
+        pass  # mixed text: "Hello world!你好" or "Python.它"
+    else:
+        return None
+    if run == "." and end == run_end and _is_abbreviation(text, run_start):
+        return None
+    return end
+
+
+def _sentence_starts(text: str) -> tuple[list[int], set[int]]:
+    """Start positions of the sentences of ``text`` (the first is 0) and those that open a paragraph.
+
+    Sentences partition the text: whitespace after a sentence end belongs to that sentence.
+    """
+    starts = [0]
+    paragraphs: set[int] = set()
+    n = len(text)
+    pos = 0
+    sentence_start = 0
+    quotes = _Quotes(text)
+    while True:
+        m = _TERMINATOR_RE.search(text, pos)
+        if m is None:
+            break
+        if m.group() == "\n":
+            end: int | None = m.start()
+        else:
+            end = _sentence_end(text, m.start(), m.end(), sentence_start, quotes)
+        if end is None:
+            pos = m.end()
+            continue
+        space = _SPACE_RE.match(text, end)
+        boundary = space.end() if space else end
+        if boundary >= n:
+            break
+        if boundary > sentence_start:
+            starts.append(boundary)
+            if text.count("\n", end, boundary) >= 2:
+                paragraphs.add(boundary)
+            sentence_start = boundary
+        pos = max(boundary, m.end())
+    return starts, paragraphs
+
+
+def _clause_cuts(text: str, start: int, end: int) -> list[int]:
+    """Cut positions after clause marks inside ``[start, end)`` (after any following whitespace)."""
+    cuts: list[int] = []
+    for m in _CLAUSE_RE.finditer(text, start, end):
+        after = m.end()
+        if m.group() not in _CJK_CLAUSE_MARKS:
+            nxt = text[after] if after < len(text) else ""
+            if not (nxt == "" or nxt.isspace() or _is_cjk(nxt)):
+                continue  # 1,000 / 10:30 / http://
+        while after < end and text[after].isspace():
+            after += 1
+        if start < after < end and (not cuts or after > cuts[-1]):
+            cuts.append(after)
+    return cuts
