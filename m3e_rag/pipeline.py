@@ -385,7 +385,7 @@ class RAGPipeline:
         metas = [dict(m or {}) for m in (metadatas or [None] * len(items))]
         store = self.store
         with store.write_lock():
-            store.upsert([StoreRecord(i, t, vectors[n], metas[n]) for n, (i, t) in enumerate(zip(final_ids, items, strict=True))])
+            store.upsert([StoreRecord(cid, items[n], vectors[n], metas[n]) for n, cid in enumerate(final_ids)])
             if self.use_sparse:
                 self.sparse_index.upsert(final_ids, items)
                 self._save_sparse()
