@@ -57,6 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_search.add_argument("--mode", default="dense", choices=["dense", "sparse", "hybrid"])
     common(p_search)
 
+    p_eval = sub.add_parser(
+        "eval",
+        help="score retrieval (recall@1/5/k, MRR@k, nDCG@k per mode) on SQuAD-format or JSONL data",
+        description="Index a corpus through the pipeline (chunking included) and score every query per search "
+        "mode. --queries is a SQuAD file (paragraphs are the corpus, questions the queries) or JSONL lines "
+        '{"query": ..., "relevant_ids": [...]}; --corpus is another SQuAD file (questions of --queries run '
+        'against its paragraphs, paired by qa id, else by position) or JSONL {"id": ..., "text": ...} lines.',
+    )
+    p_eval.add_argument("--queries", required=True, help="SQuAD file, or JSONL queries with relevant_ids")
+    p_eval.add_argument("--corpus", default=None, help="SQuAD file or JSONL {id, text} corpus (default: --queries)")
+    p_eval.add_argument("--modes", default="dense,sparse,hybrid", help="comma-separated (default: dense,sparse,hybrid)")
+    p_eval.add_argument("-k", type=int, default=10, help="metric cutoff (default 10)")
+    p_eval.add_argument("--limit", type=int, default=None, help="score only the first N queries (quick runs)")
+    p_eval.add_argument("--chunk-tokens", type=int, default=None, help="chunk budget in model tokens")
+    p_eval.add_argument("--overlap-tokens", type=int, default=None, help="overlap between chunks in tokens")
+    p_eval.add_argument("--index", default=None, help="index folder to build or reuse (default: a temporary one)")
+    p_eval.add_argument("--model", default=None, help="M3E alias, hub id or local folder (default: $M3E_MODEL)")
+    p_eval.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p_eval.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"])
+    p_eval.add_argument("--json", action="store_true", help='print {"mode": {"metric": value}} as JSON on stdout')
+
     p_info = sub.add_parser("info", help="describe the model, or an index with --index")
     p_info.add_argument("--model", default=None, help="M3E alias, hub id or local folder (default: $M3E_MODEL)")
     p_info.add_argument("--device", default=None)
@@ -180,13 +201,99 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .evaluation import load_task
+    from .retriever import check_k, check_mode
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes:
+        raise InputError("--modes is empty; give e.g. --modes dense,sparse,hybrid.")
+    modes = [check_mode(m) for m in dict.fromkeys(modes)]
+    check_k(args.k, "-k")
+    if args.limit is not None:
+        check_k(args.limit, "--limit")
+    task = load_task(args.queries, args.corpus).limit(args.limit)
+    kwargs: dict[str, Any] = {}
+    if args.chunk_tokens is not None:
+        kwargs["chunk_tokens"] = args.chunk_tokens
+    if args.overlap_tokens is not None:
+        kwargs["overlap_tokens"] = args.overlap_tokens
+    if args.index is not None:
+        return _run_eval(args, task, modes, Path(args.index), kwargs)
+    with tempfile.TemporaryDirectory(prefix="m3e-rag-eval-", ignore_cleanup_errors=True) as tmp:
+        try:
+            return _run_eval(args, task, modes, Path(tmp), kwargs)
+        finally:
+            from chromadb.api.client import SharedSystemClient
+
+            SharedSystemClient.clear_system_cache()  # let go of the folder before it is removed
+
+
+def _recorded_model(index: str | None) -> str | None:
+    """The model an existing --index was built with (so a reused index needs no --model)."""
+    if index is None:
+        return None
+    from .store import read_index_model
+
+    recorded = read_index_model(index)
+    return recorded[0] if recorded else None
+
+
+def _run_eval(args: argparse.Namespace, task: Any, modes: list[str], index: Path, kwargs: dict[str, Any]) -> int:
+    from .evaluation import evaluate
+    from .pipeline import RAGPipeline
+
+    rag = RAGPipeline(
+        index,
+        model_name=args.model or os.environ.get("M3E_MODEL") or _recorded_model(args.index),
+        device=args.device,
+        backend=args.backend,
+        **kwargs,
+    )
+    bars: dict[str, Any] = {}
+    log = logging.getLogger("m3e_rag.cli")
+    labels = {"index": ("index", "chunk"), "encode": ("embed queries", "query")}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        log.info("eval %s: %d/%d", stage, done, total)
+        if not sys.stderr.isatty():
+            return
+        from tqdm import tqdm
+
+        bar = bars.get(stage)
+        if bar is None:
+            desc, unit = labels.get(stage, (stage, "query"))
+            bar = bars[stage] = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, leave=False)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        report = evaluate(task, rag, modes, k=args.k, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.format_table())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``m3e-rag`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    commands = {"ingest": _cmd_ingest, "search": _cmd_search, "info": _cmd_info}
+    if not args.verbose:
+        # An application may quiet its libraries: transformers draws a bar for every weight load.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    commands = {"ingest": _cmd_ingest, "search": _cmd_search, "info": _cmd_info, "eval": _cmd_eval}
     handler = commands[args.command]
     try:
         return handler(args)

@@ -112,13 +112,18 @@ class ChromaStore:
         self.dim = int(dim)
         self.normalize = normalize
         self.chunker = dict(chunker or {})
-        self._client = self._connect()
-        self._collection = self._open_collection()
         self._lock = None
         if self.path is not None:
             from filelock import FileLock
 
+            if self.path.exists() and not self.path.is_dir():
+                raise InputError(f"Index path {str(self.path)!r} is a file; pass a folder (it is created if missing).")
+            self.path.mkdir(parents=True, exist_ok=True)
             self._lock = FileLock(str(self.path / ".m3e-rag-write.lock"), timeout=LOCK_TIMEOUT_S)
+        # Two processes creating one fresh database at once race on its schema: open under the lock.
+        with self.write_lock():
+            self._client = self._connect()
+            self._collection = self._open_collection()
 
     # ------------------------------------------------------------- connecting
     def _connect(self) -> ClientAPI:
@@ -143,9 +148,6 @@ class ChromaStore:
                 ) from exc
             return client
         assert self.path is not None
-        if self.path.exists() and not self.path.is_dir():
-            raise InputError(f"Index path {str(self.path)!r} is a file; pass a folder (it is created if missing).")
-        self.path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(self.path), settings=settings)
 
     def _expected_metadata(self) -> dict[str, Any]:

@@ -214,18 +214,6 @@ def test_unreadable_file_is_skipped_with_the_os_error(tmp_path, monkeypatch):
     assert result.skipped == [SkippedFile(posix(secret), "cannot read file: Permission denied")]
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read any file")
-def test_unreadable_file_real_permissions(tmp_path):
-    path = write(tmp_path / "locked.txt", "内容")
-    path.chmod(0)
-    try:
-        result = load_paths([tmp_path])
-    finally:
-        path.chmod(0o644)
-    assert result.documents == []
-    assert "Permission denied" in result.skipped[0].reason
-
-
 def test_missing_path_raises_input_error(tmp_path):
     write(tmp_path / "a.txt", "内容")
     missing = tmp_path / "no" / "such.txt"
