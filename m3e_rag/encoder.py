@@ -37,6 +37,8 @@ _ON_OVERFLOW: tuple[str, ...] = get_args(OnOverflow)
 #: Default sequences per forward pass. Sorted by token length, small batches waste little padding;
 #: facts.md measured batch 16 token-sorted as the best fp32 configuration on 2 cores.
 DEFAULT_BATCH_SIZE = 16
+#: Options every framework adapter exposes as fields and hands to the shared encoder unchanged.
+ADAPTER_OPTIONS: tuple[str, ...] = ("device", "batch_size", "normalize", "backend", "on_overflow", "trust_remote_code")
 
 
 @dataclass

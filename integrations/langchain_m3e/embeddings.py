@@ -12,7 +12,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.utils import from_env
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from m3e_rag.encoder import DEFAULT_BATCH_SIZE, Backend, M3EEncoder, OnOverflow
+from m3e_rag.encoder import ADAPTER_OPTIONS, DEFAULT_BATCH_SIZE, Backend, M3EEncoder, OnOverflow
 
 __all__ = ["M3EEmbeddings"]
 
@@ -53,28 +53,12 @@ class M3EEmbeddings(BaseModel, Embeddings):
 
     def model_post_init(self, context: Any, /) -> None:
         """Build the (cheap, lazy) encoder from the fields."""
-        self._encoder = M3EEncoder(
-            self.model_name,
-            device=self.device,
-            batch_size=self.batch_size,
-            normalize=self.normalize,
-            backend=self.backend,
-            on_overflow=self.on_overflow,
-            trust_remote_code=self.trust_remote_code,
-        )
+        self._encoder = M3EEncoder(self.model_name, **{name: getattr(self, name) for name in ADAPTER_OPTIONS})
 
     @classmethod
     def from_encoder(cls, encoder: M3EEncoder) -> M3EEmbeddings:
         """Wrap an existing encoder (its options become this object's fields)."""
-        return cls(
-            model_name=encoder.model_name,
-            device=encoder.device,
-            batch_size=encoder.batch_size,
-            normalize=encoder.normalize,
-            backend=encoder.backend,
-            on_overflow=encoder.on_overflow,
-            trust_remote_code=encoder.trust_remote_code,
-        )
+        return cls(model_name=encoder.model_name, **{name: getattr(encoder, name) for name in ADAPTER_OPTIONS})
 
     @property
     def encoder(self) -> M3EEncoder:

@@ -13,7 +13,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import Field, PrivateAttr
 
-from m3e_rag.encoder import DEFAULT_BATCH_SIZE, Backend, M3EEncoder, OnOverflow
+from m3e_rag.encoder import ADAPTER_OPTIONS, DEFAULT_BATCH_SIZE, Backend, M3EEncoder, OnOverflow
 from m3e_rag.models import DEFAULT_MODEL
 
 __all__ = ["M3EEmbedding"]
@@ -48,15 +48,7 @@ class M3EEmbedding(BaseEmbedding):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._encoder = M3EEncoder(
-            self.model_name,
-            device=self.device,
-            batch_size=self.batch_size,
-            normalize=self.normalize,
-            backend=self.backend,
-            on_overflow=self.on_overflow,
-            trust_remote_code=self.trust_remote_code,
-        )
+        self._encoder = M3EEncoder(self.model_name, **{name: getattr(self, name) for name in ADAPTER_OPTIONS})
 
     @classmethod
     def class_name(cls) -> str:
