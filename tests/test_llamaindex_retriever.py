@@ -9,8 +9,8 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import NodeWithScore
-
 from llama_index.retrievers.m3e import M3ERetriever
+
 from m3e_rag import RAGPipeline
 from m3e_rag.errors import InputError
 
