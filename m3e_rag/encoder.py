@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,9 +35,17 @@ Backend = Literal["torch", "onnx", "onnx-int8"]
 OnOverflow = Literal["truncate", "warn", "error"]
 _BACKENDS: tuple[str, ...] = get_args(Backend)
 _ON_OVERFLOW: tuple[str, ...] = get_args(OnOverflow)
-#: Default sequences per forward pass. Sorted by token length, small batches waste little padding;
-#: facts.md measured batch 16 token-sorted as the best fp32 configuration on 2 cores.
-DEFAULT_BATCH_SIZE = 16
+#: Default most texts per forward pass. Texts are sorted by token length and a batch also stops at
+#: :data:`MAX_BATCH_ACTIVATION_BYTES`, so long texts go a few at a time and short ones many at a time
+#: (benchmarks/README.md has the measurements behind both numbers).
+DEFAULT_BATCH_SIZE = 32
+#: Upper bound on the largest activation of one forward pass (batch x padded length x feed-forward
+#: width x 4 bytes): 24 MiB keeps it under glibc's 32 MiB mmap threshold, so activations are reused from
+#: the heap instead of being mapped, page-faulted and zeroed anew by every layer (measured: 0.17 M page
+#: faults per forward at 16 x 239 tokens on the m3e-base shape, none at 8 x 239; 10% more tokens/s).
+MAX_BATCH_ACTIVATION_BYTES = 24 * 2**20
+#: Set to ``0`` to keep torch's default CPU GEMM for the torch backend (see ``m3e_rag._onednn``).
+ONEDNN_ENV = "M3E_RAG_ONEDNN"
 #: Options every framework adapter exposes as fields and hands to the shared encoder unchanged.
 ADAPTER_OPTIONS: tuple[str, ...] = ("device", "batch_size", "normalize", "backend", "on_overflow", "trust_remote_code")
 
@@ -62,6 +71,7 @@ class _LoadedModel:
     max_seq_length: int
     dim: int
     prompts: dict[str, str]
+    max_batch_tokens: int = 1 << 30
     lock: threading.Lock = field(default_factory=threading.Lock)
     stats: EncodeStats = field(default_factory=EncodeStats)
 
@@ -229,10 +239,15 @@ class M3EEncoder:
         logger.info("Loaded %s (%d-d, window %d) on %s with backend %s", self.model_name, dim, max_len, device,
                     self.backend)
         prompts = {k: v for k, v in (getattr(st, "prompts", None) or {}).items() if isinstance(v, str)}
-        return _LoadedModel(self.model_name, path, st, runner, max_len, int(dim), prompts)
+        return _LoadedModel(self.model_name, path, st, runner, max_len, int(dim), prompts, _max_batch_tokens(st))
 
     def _make_runner(self, st: SentenceTransformer, path: Path) -> Any:
         if self.backend == "torch":
+            if st.device.type == "cpu" and os.environ.get(ONEDNN_ENV, "1") != "0":
+                from ._onednn import use_onednn_linears
+
+                swapped = use_onednn_linears(st)
+                logger.debug("Routed %d Linear layers through oneDNN with packed weights", swapped)
             return st
         from .onnx_backend import build_onnx_runner
 
@@ -366,8 +381,7 @@ class M3EEncoder:
             capped = np.minimum(lengths, model.max_seq_length)
             order = np.argsort(-capped, kind="stable")
             out = np.empty((len(texts), model.dim), dtype=np.float32)
-            for start in range(0, len(texts), self.batch_size):
-                idx = order[start : start + self.batch_size]
+            for idx in _batches(order, capped, self.batch_size, model.max_batch_tokens):
                 batch = [texts[i] for i in idx]
                 features = model.st.preprocess(batch, prompt=prompt or None)
                 out[idx] = self._forward(model, features)
@@ -382,13 +396,13 @@ class M3EEncoder:
     def _forward(self, model: _LoadedModel, features: dict[str, Any]) -> np.ndarray:
         import torch
 
-        device = model.st.device
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         emb: torch.Tensor
         if self.backend == "torch":
+            device = model.st.device
+            moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
             emb = model.st(moved)["sentence_embedding"]
-        else:
-            emb = model.runner(moved)
+        else:  # the ONNX runner takes CPU tensors and places them itself
+            emb = model.runner(features)
         return emb.detach().to(torch.float32).cpu().numpy()
 
     def _check_overflow(self, lengths: np.ndarray, model: _LoadedModel) -> None:
@@ -409,3 +423,29 @@ class M3EEncoder:
                 "chunk them (m3e_rag.chunking.Chunker) or pass on_overflow='truncate' to silence this.",
                 over.size, lengths.size, model.max_seq_length, first, int(lengths[first]),
             )
+
+
+# ------------------------------------------------------------------------------------------ CPU speed helpers
+
+
+def _batches(order: np.ndarray, lengths: np.ndarray, max_texts: int, max_tokens: int) -> list[np.ndarray]:
+    """Cut ``order`` (indices by decreasing length) into batches of <= ``max_texts`` texts and <= ``max_tokens``.
+
+    Tokens are counted padded: the first (longest) text of a batch sets its length.
+    """
+    out: list[np.ndarray] = []
+    start = 0
+    n = len(order)
+    while start < n:
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(1, min(max_texts, max_tokens // longest))
+        out.append(order[start : start + size])
+        start += size
+    return out
+
+
+def _max_batch_tokens(st: SentenceTransformer) -> int:
+    """Padded tokens per forward pass that keep the widest activation under MAX_BATCH_ACTIVATION_BYTES."""
+    config = getattr(getattr(st[0], "auto_model", None), "config", None)
+    width = int(getattr(config, "intermediate_size", 0) or 4 * int(getattr(config, "hidden_size", 768) or 768))
+    return max(512, MAX_BATCH_ACTIVATION_BYTES // (4 * width))

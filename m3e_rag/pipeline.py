@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .chunking import Chunker
 from .encoder import DEFAULT_BATCH_SIZE, Backend, M3EEncoder
 from .errors import InputError
@@ -442,6 +444,7 @@ class RAGPipeline:
         score_threshold: float | None = None,
         reranker: Reranker | None = None,
         rerank_top_n: int | None = None,
+        query_vector: Sequence[float] | np.ndarray | None = None,
     ) -> list[RetrievedChunk]:
         """Find the ``k`` chunks best matching ``query``.
 
@@ -458,6 +461,9 @@ class RAGPipeline:
                 sparse, RRF score for hybrid; with a reranker, the reranker's score.
             reranker: a cross-encoder overriding the pipeline's; reorders the top ``rerank_top_n``.
             rerank_top_n: candidates given to the reranker (default ``max(fetch_k, k)``).
+            query_vector: ``encoder.encode_query(query)`` computed beforehand (for instance a row of
+                ``encoder.encode_queries(many)``, which batches); the query is then not embedded again.
+                ``query`` is still needed for BM25 and reranking.
 
         Returns:
             Results, best first, each with id, text, score and metadata (source, start, end, ...).
@@ -475,7 +481,7 @@ class RAGPipeline:
         qvec = None
         dense: list[RetrievedChunk] = []
         if mode in ("dense", "hybrid") or mmr:
-            qvec = self.encoder.encode_query(query)
+            qvec = self.encoder.encode_query(query) if query_vector is None else self._check_vector(query_vector)
             dense = store.query(qvec, depth, where=where, include_embeddings=mmr)
         if mode == "dense":
             results = dense
@@ -493,6 +499,15 @@ class RAGPipeline:
         if score_threshold is not None:
             results = [r for r in results if r.score >= score_threshold]
         return strip_private(results[:k])
+
+    def _check_vector(self, vector: Sequence[float] | np.ndarray) -> np.ndarray:
+        vec = np.asarray(vector, dtype=np.float32)
+        if vec.ndim != 1 or vec.shape[0] != self.encoder.dim:
+            raise InputError(
+                f"query_vector has shape {vec.shape}, expected ({self.encoder.dim},); pass one row of "
+                "encoder.encode_queries(...) from this pipeline's model."
+            )
+        return vec
 
     def _sparse_search(self, query: str, depth: int, where: Mapping[str, Any] | None) -> list[RetrievedChunk]:
         index = self.sparse_index

@@ -10,8 +10,12 @@ Scores:
 
 Hybrid weighs BM25 by how much of the query it can see: the sparse weight is multiplied by the
 share of the query's BM25 terms that occur in the corpus. A Chinese question against an English
-corpus (no shared terms) then falls back to dense ranking instead of being disturbed by stray
-matches on numbers or names.
+corpus then gets exactly the dense ranking when it shares no term with the corpus, and only a
+light BM25 nudge when it shares a number or a Latin name. Measured with the bilingual stand-in on
+XQuAD Chinese questions -> English paragraphs: 81% of questions share no term (hybrid == dense);
+the other 19% (coverage 0.15 on average) go from MRR@10 0.877 (dense) to 0.930, where unweighted
+fusion gives 0.881 and, with a sparse weight of 1.5, falls below dense overall.
+(``m3e-rag eval`` and ``benchmarks/results/fusion_ablation.json`` have the figures.)
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ class HybridWeights:
         dense: weight of the M3E ranking.
         sparse: weight of the BM25 ranking (scaled by query-term coverage, see module doc).
         rrf_k: the RRF constant (60 in the original paper).
+
+    The defaults were checked against RRF k 10-100, sparse weights 0.5-1.5 and fetch_k 20/40 on
+    CMRC 2018 and three XQuAD directions (bilingual stand-in model): the best grid setting beat
+    them by 0.0017 MRR@10 averaged over the four tasks, within the noise of one task's gain
+    (standard error about 0.002-0.004), so the paper's values stay.
     """
 
     dense: float = 1.0

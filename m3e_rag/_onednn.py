@@ -1,0 +1,70 @@
+"""Faster fp32 Linear layers on CPU for the torch backend: oneDNN with pre-packed weights.
+
+torch's CPU ``Linear`` calls MKL's sgemm, which takes its AVX2 code path on AMD CPUs: measured 100 GFLOP/s
+per core on the benchmark machine (AMD EPYC with AVX-512), against 230 GFLOP/s for oneDNN with weights
+packed once (the kernel ``torch.compile`` itself uses on CPU). The arithmetic is the same fp32; only the
+summation order differs (cosine to torch's own result >= 0.99999). Where oneDNN is missing, or its
+self-test disagrees with ``torch.nn.Linear``, nothing is changed.
+
+Only the encoder imports this module, and only for a CPU model with ``backend="torch"``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["PackedLinear", "onednn_available", "use_onednn_linears"]
+
+
+class PackedLinear(torch.nn.Module):
+    """An inference-only fp32 Linear whose weight is pre-packed for oneDNN (replaces the original)."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        with torch.no_grad():
+            packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
+            self.register_buffer("packed_weight", packed)
+            self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T + b``, like the Linear it replaced."""
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        """Shape, as torch.nn.Linear shows it."""
+        return f"in_features={self.in_features}, out_features={self.out_features}, onednn_packed=True"
+
+
+def onednn_available() -> bool:
+    """Whether oneDNN's packed linear exists here and agrees with torch.nn.Linear on a small input."""
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return False
+    try:
+        gen = torch.Generator().manual_seed(0)
+        lin = torch.nn.Linear(48, 24)
+        x = torch.randn(2, 5, 48, generator=gen)
+        with torch.no_grad():
+            got = PackedLinear(lin)(x)
+            return bool(torch.allclose(got, lin(x), rtol=1e-4, atol=1e-5))
+    except (RuntimeError, AttributeError, TypeError, NotImplementedError):
+        return False
+
+
+def use_onednn_linears(model: torch.nn.Module) -> int:
+    """Replace every fp32 CPU ``torch.nn.Linear`` inside ``model`` by a :class:`PackedLinear`; returns how many.
+
+    The model is for inference from then on (no gradients flow through the packed weights).
+    """
+    if not onednn_available():
+        return 0
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            weight = getattr(child, "weight", None)
+            if type(child) is torch.nn.Linear and weight is not None and weight.dtype == torch.float32 \
+                    and weight.device.type == "cpu":
+                setattr(module, name, PackedLinear(child))
+                swapped += 1
+    return swapped
