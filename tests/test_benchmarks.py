@@ -25,7 +25,7 @@ def test_quick_benchmark_writes_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text(encoding="utf-8"))
     assert {"machine", "versions", "peak", "throughput", "fidelity", "latency", "ingest", "targets"} <= set(result)
-    assert result["peak"]["fp32_gflops"] > 0
+    assert result["peak"]["fp32_roof_gflops"] > 0
     configs = result["throughput"]["small"]["configs"]
     assert set(configs) == {"st-bs32", "llamaindex-bs10", "m3e-torch", "m3e-onnx", "m3e-onnx-int8"}
     for entry in configs.values():
