@@ -252,7 +252,7 @@ def _run_eval(args: argparse.Namespace, task: Any, modes: list[str], index: Path
         backend=args.backend,
         **kwargs,
     )
-    bars: dict[str, Any] = {}
+    bar: dict[str, Any] = {}  # the stage being shown and its tqdm bar (one at a time)
     log = logging.getLogger("m3e_rag.cli")
     labels = {"index": ("index", "chunk"), "encode": ("embed queries", "query")}
 
@@ -262,19 +262,20 @@ def _run_eval(args: argparse.Namespace, task: Any, modes: list[str], index: Path
             return
         from tqdm import tqdm
 
-        bar = bars.get(stage)
-        if bar is None:
+        if bar.get("stage") != stage:
+            if "bar" in bar:
+                bar["bar"].close()
             desc, unit = labels.get(stage, (stage, "query"))
-            bar = bars[stage] = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, leave=False)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+            bar.update(stage=stage, bar=tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, leave=False))
+        current = bar["bar"]
+        current.total = total
+        current.update(done - current.n)
 
     try:
         report = evaluate(task, rag, modes, k=args.k, progress=progress)
     finally:
-        for bar in bars.values():
-            bar.close()
+        if "bar" in bar:
+            bar["bar"].close()
     if args.json:
         _print_json(report.to_dict())
     else:
