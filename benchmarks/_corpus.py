@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 #: Passage budget in model tokens (without [CLS]/[SEP]): the pipeline's default chunk size.
 PASSAGE_TOKENS = 256
 
@@ -154,8 +156,13 @@ def short_queries(data: Path | None, n: int, seed: int = 0) -> list[str]:
     return [q for q in out if q.strip()]
 
 
-def retrieval_set(data: Path | None, lang: str = "en", max_paragraphs: int | None = None) -> RetrievalSet:
-    """XQuAD (``lang`` en or zh) as a retrieval task; without data a generated one (overlap only, no quality)."""
+def retrieval_set(
+    data: Path | None, lang: str = "en", max_paragraphs: int | None = None, max_questions: int | None = None
+) -> RetrievalSet:
+    """XQuAD (``lang`` en or zh) as a retrieval task; without data a generated one (overlap only, no quality).
+
+    ``max_questions`` keeps that many questions, evenly spread over the set (every k-th).
+    """
     if data is not None:
         paragraphs, questions, answers = _squad(data / "xquad" / f"xquad.{lang}.json")
         name = f"xquad.{lang}"
@@ -174,6 +181,10 @@ def retrieval_set(data: Path | None, lang: str = "en", max_paragraphs: int | Non
         paragraphs = paragraphs[:max_paragraphs]
         questions = [q for q, _ in keep]
         answers = [a for _, a in keep]
+    if max_questions is not None and len(questions) > max_questions:
+        picks = np.linspace(0, len(questions) - 1, max_questions).round().astype(int)
+        questions = [questions[i] for i in picks]
+        answers = [answers[i] for i in picks]
     return RetrievalSet(name, paragraphs, questions, answers)
 
 

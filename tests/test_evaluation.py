@@ -278,6 +278,27 @@ def test_search_with_a_precomputed_query_vector(tmp_path: Path, tiny_model_path:
         rag.search("文字", query_vector=[0.1, 0.2])
 
 
+def test_hybrid_fusion_mutes_bm25_by_squared_coverage() -> None:
+    from m3e_rag.retriever import HybridWeights, fuse_hybrid
+    from m3e_rag.types import RetrievedChunk
+
+    dense = [RetrievedChunk(i, i, 0.9) for i in "abcd"]
+    sparse = [RetrievedChunk(i, i, 5.0) for i in "dc"]
+
+    def order(coverage: float, **weights: float) -> str:
+        return "".join(r.id for r in fuse_hybrid(dense, sparse, HybridWeights(**weights), coverage))
+
+    assert order(0.0) == "abcd"  # BM25 sees nothing: the dense ranking exactly
+    assert order(1.0) == "dcab"  # full coverage: plain RRF (d: 1/64 + 1/61 beats a: 1/61)
+    # A cross-lingual fragment (coverage 0.15): squared (weight 0.0225) it only swaps neighbours;
+    # linear (weight 0.15) it lifts BM25's picks over dense's first.
+    assert order(0.15) == "acbd"
+    assert order(0.15, coverage_power=1.0) == "cdab"
+    assert order(0.15, coverage_power=0.0) == "dcab"
+    with pytest.raises(InputError, match="coverage_power"):
+        order(0.5, coverage_power=-1.0)
+
+
 # -------------------------------------------------------------------------------------------- CLI
 
 

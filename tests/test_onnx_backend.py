@@ -135,6 +135,7 @@ def test_onnx_int8_runs_on_tiny_model(tiny_copy: Path) -> None:
     assert runner.quantized and "int8" in runner.model_file.name
 
 
+@pytest.mark.slow
 def test_export_is_cached_beside_the_model_and_shared_across_processes(tiny_model_path: Path, tmp_path: Path) -> None:
     """Two fresh processes race for one export: exactly one exports, the other waits and loads the file."""
     model = _copy_model(tiny_model_path, tmp_path / "m3e-tiny")
