@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -48,7 +49,10 @@ def resolve_model_name(model_name: str | None) -> str:
 
 def is_m3e(name: str) -> bool:
     """Whether a resolved name or folder looks like one of the M3E models (for the licence note)."""
-    return resolve_spec(name) is not None or "m3e" in Path(name).name.lower()
+    spec = resolve_spec(name)
+    if spec is not None:
+        return spec.family == "m3e"
+    return "m3e" in Path(name).name.lower()
 
 
 def _fixes(repo_id: str) -> str:
@@ -98,15 +102,19 @@ def check_model_folder(path: Path) -> Path:
     return path
 
 
-def locate_model(name: str, cache_folder: str | None = None, revision: str | None = None) -> Path:
+def locate_model(
+    name: str, cache_folder: str | None = None, revision: str | None = None, *, local_files_only: bool = False,
+    check: Callable[[Path], Path] = check_model_folder,
+) -> Path:
     """Return a local folder holding the model named by ``name`` (a resolved name).
 
     Order: an existing local folder; the Hugging Face cache; a download from ``$HF_ENDPOINT``
     (default the Hub). Offline or unreachable, it raises :class:`ModelLoadError` within seconds.
+    ``check`` vets the folder found (default: a sentence-transformers folder with modules.json).
     """
     local = Path(name).expanduser()
     if local.exists():
-        return check_model_folder(local)
+        return check(local)
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
     if looks_like_path:
         raise ModelLoadError(
@@ -118,9 +126,14 @@ def locate_model(name: str, cache_folder: str | None = None, revision: str | Non
 
     try:
         cached = snapshot_download(name, cache_dir=cache_folder, revision=revision, local_files_only=True)
-        return check_model_folder(Path(cached))
+        return check(Path(cached))
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
         pass
+    if local_files_only:
+        raise ModelLoadError(
+            f"Model {name!r} is not in the local Hugging Face cache and local_files_only=True forbids downloading it. "
+            + _fixes(name)
+        )
     if _offline():
         raise ModelLoadError(
             f"Model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it. "
@@ -137,4 +150,4 @@ def locate_model(name: str, cache_folder: str | None = None, revision: str | Non
         )
     except Exception as exc:  # huggingface_hub raises many types; all mean the same to the user
         raise ModelLoadError(f"Downloading {name!r} from {endpoint} failed ({exc}). " + _fixes(name)) from exc
-    return check_model_folder(Path(path))
+    return check(Path(path))

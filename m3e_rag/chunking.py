@@ -18,37 +18,65 @@ Consecutive pieces are packed greedily up to ``max_tokens``. Each new chunk star
 trailing sentences of the previous chunk totalling at most ``overlap_tokens`` (never a part of a
 sentence; no overlap when the last sentence alone is larger).
 
-Every chunk is an exact slice ``document.text[start:end]`` with surrounding whitespace trimmed.
-Tokens are counted once over the whole document (in line-aligned batches, with offsets), and each
-finished chunk is tokenized again on its own: that count is the one recorded in ``n_tokens`` and
-it never exceeds ``max_tokens`` (a chunk whose own count is over budget is cut again).
+Punctuation: a chunk never starts with closing punctuation, a sentence end or a clause mark
+(``」』”’）。！？；…｡．，、：`` and ASCII ``) ] } . , ; : ! ?``), and a chunk made only of punctuation
+is merged into a neighbour that has room (full-width ``！？｡．`` end sentences like ``。``).
+
+Every chunk is an exact slice ``document.text[start:end]`` with surrounding whitespace trimmed, and
+``n_tokens`` is the count the tokenizer gives for the chunk on its own; it never exceeds
+``max_tokens`` (a chunk whose own count is over budget is cut again).
+
+**Bounded memory and one tokenizer pass.** Text is processed in windows of about
+:data:`WINDOW_CHARS` characters, cut at a paragraph break (else a line break, else a sentence end)
+in the window's second half; the last chunk of a window is redone from its start in the next one,
+so windows change nothing but memory: RAM is O(window), whatever the document's size, and
+:meth:`Chunker.iter_chunks` takes the text as a stream of segments (a file decoded block by block).
+Where the time goes (mixed zh/en text, M3E's WordPiece, one core; ``benchmarks/chunker.py``):
+mostly the one Rust tokenizer pass (about 3 MB/s alone on this CPU), then sentence scanning and
+packing in Python. The old chunker also converted every offset through ``transformers`` and
+tokenized every chunk a second time; both are gone. For BERT WordPiece tokenizers (M3E's)
+a chunk whose edges fall on word boundaries has exactly the in-document token count (normalization
+is per character and pre-tokens end at whitespace, punctuation and CJK characters), so only the few
+chunks cut inside a word are tokenized again; any other tokenizer recounts every chunk.
+
+Lone surrogates (``"\ud800"``: text decoded with ``surrogateescape`` or broken UTF-16) cannot be
+tokenized, stored or encoded as UTF-8: they raise :class:`~m3e_rag.errors.InputError` naming the
+position, rather than being silently altered (the loaders never produce them).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import islice, pairwise
+from operator import le
 from typing import Any
 
 from m3e_rag.errors import InputError
 from m3e_rag.types import Chunk, Document, Metadata
 
-__all__ = ["Chunker", "CHUNKER_VERSION", "MIN_MAX_TOKENS", "MAX_MAX_TOKENS"]
+__all__ = ["Chunker", "CHUNKER_VERSION", "MIN_MAX_TOKENS", "MAX_MAX_TOKENS", "WINDOW_CHARS"]
 
 #: Bumped whenever a change can move chunk boundaries (recorded by the store via ``settings()``).
-CHUNKER_VERSION = "1"
+#: 2: windows, no chunk starting with closing punctuation, "．" ends a sentence.
+CHUNKER_VERSION = "2"
+#: Characters per processing window (memory is bounded by the window, not the document).
+WINDOW_CHARS = 32_768
 #: Smallest accepted ``max_tokens``.
 MIN_MAX_TOKENS = 8
 #: Largest accepted ``max_tokens``: the M3E window of 512 minus ``[CLS]`` and ``[SEP]``.
 MAX_MAX_TOKENS = 510
 
-_CJK_TERMINATORS = frozenset("。！？；…｡")
-_TERMINATOR_CHARS = "。！？；…｡!?;."
+_CJK_TERMINATORS = frozenset("。！？；…｡．")
+_TERMINATOR_CHARS = "。！？；…｡．!?;."
 _CLOSERS = frozenset("」』”’）)】》〉〗〕］]｝}»\"'")
-_TERMINATOR_RE = re.compile(r"[。！？；…｡!?;.]+|\n")
+_TERMINATOR_RE = re.compile(r"[。！？；…｡．!?;.]+|\n")
+#: Characters a chunk (or sentence) never starts with: closers, sentence ends, clause marks.
+_NO_START = frozenset("」』”’）)】》〉〗〕］]｝}»。！？；…｡．，、：,.;:!?")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _SPACE_RE = re.compile(r"\s*")
 _CLAUSE_RE = re.compile(r"[，、：；,:;]")
 _CJK_CLAUSE_MARKS = frozenset("，、：；")
@@ -109,12 +137,14 @@ class _TokenIndex:
     """Token character spans of one text, searchable by character position."""
 
     def __init__(self, starts: list[int], ends: list[int], ids: list[int]) -> None:
-        # Offsets are non-decreasing for every tokenizer we know; enforce it so bisect is valid.
-        for i in range(1, len(starts)):
-            if starts[i] < starts[i - 1]:
-                starts[i] = starts[i - 1]
-            if ends[i] < ends[i - 1]:
-                ends[i] = ends[i - 1]
+        # Offsets are non-decreasing for every tokenizer we know; enforce it so bisect is valid
+        # (checked at C speed; repaired in Python only when needed).
+        if not (all(map(le, starts, islice(starts, 1, None))) and all(map(le, ends, islice(ends, 1, None)))):
+            for i in range(1, len(starts)):
+                if starts[i] < starts[i - 1]:
+                    starts[i] = starts[i - 1]
+                if ends[i] < ends[i - 1]:
+                    ends[i] = ends[i - 1]
         self.starts = starts
         self.ends = ends
         self.ids = ids
@@ -188,6 +218,9 @@ class Chunker:
         self.max_tokens = max_tokens
         self.overlap_tokens = overlap_tokens
         self._verbose_kwarg: bool | None = None
+        self._backend_cache: Any = None
+        self._exact_bert = False
+        self._continuation_ids: frozenset[int] = frozenset()
 
     def __repr__(self) -> str:
         """Show the settings."""
@@ -251,31 +284,120 @@ class Chunker:
             The chunks in text order; each ``chunk.text == text[chunk.start:chunk.end]``.
 
         Raises:
-            InputError: ``text`` is not a string.
+            InputError: ``text`` is not a string, or holds a lone surrogate.
 
         """
         if not isinstance(text, str):
             raise InputError(f"text must be a str; got {type(text).__name__}")
-        if not text.strip():
-            return []
+        return list(self.iter_chunks([text], source=source, metadata=metadata))
+
+    def iter_chunks(
+        self, segments: Iterable[str], source: str = "", metadata: Metadata | None = None
+    ) -> Iterator[Chunk]:
+        """Split a text given as consecutive segments, yielding chunks as soon as they are final.
+
+        The result does not depend on how the text is cut into segments (it equals
+        ``split_text("".join(segments))``); memory holds about one window plus one segment.
+
+        Args:
+            segments: the text, in order (for example a file decoded block by block).
+            source: the source name recorded on every chunk.
+            metadata: metadata copied into every chunk (``None`` for none).
+
+        Yields:
+            Chunks in text order; ``start``/``end`` are offsets into the whole (joined) text.
+
+        Raises:
+            InputError: a segment is not a string, or holds a lone surrogate.
+
+        """
         base: Metadata = dict(metadata) if metadata else {}
-        tokens = self._index(text)
-        spans = self._pack(text, tokens)
-        final = _drop_contained(self._finalize(text, spans))
-        return [
-            Chunk(
-                text=text[start:end],
-                source=source,
-                start=start,
-                end=end,
-                index=i,
-                n_tokens=n,
-                metadata=dict(base),
-            )
-            for i, (start, end, n) in enumerate(final)
-        ]
+        buf = ""  # text from absolute offset `buf_start`; the next window starts at buf[pos]
+        buf_start = 0
+        pos = 0
+        index = 0
+        pieces = iter(segments)
+        exhausted = False
+        while True:
+            while not exhausted and len(buf) - pos < 2 * WINDOW_CHARS:
+                try:
+                    segment = next(pieces)
+                except StopIteration:
+                    exhausted = True
+                    break
+                if not isinstance(segment, str):
+                    raise InputError(f"text must be a str; got {type(segment).__name__}")
+                bad = _SURROGATE_RE.search(segment)
+                if bad:
+                    offset = buf_start + len(buf) + bad.start()
+                    raise InputError(
+                        f"text holds a lone surrogate U+{ord(bad.group()):04X} at position {offset} (text decoded "
+                        "with surrogateescape, or broken UTF-16); decode it with errors='replace' first"
+                    )
+                if pos:
+                    buf, buf_start, pos = buf[pos:], buf_start + pos, 0
+                buf = buf + segment if buf else segment
+            final = exhausted and len(buf) - pos <= WINDOW_CHARS
+            end = len(buf) if final else _window_end(buf, pos, pos + WINDOW_CHARS)
+            window = buf[pos:end]
+            spans, resume = self._split_window(window, final)
+            offset = buf_start + pos
+            for a, b, n in spans:
+                yield Chunk(
+                    text=window[a:b],
+                    source=source,
+                    start=offset + a,
+                    end=offset + b,
+                    index=index,
+                    n_tokens=n,
+                    metadata=dict(base),
+                )
+                index += 1
+            if final:
+                return
+            pos += resume
+
+    def _split_window(self, window: str, final: bool) -> tuple[list[tuple[int, int, int]], int]:
+        """Chunk spans of one window and where the next window starts (the last span is redone)."""
+        if not window.strip():
+            return [], len(window)
+        tokens = self._index(window)
+        spans = self._pack(window, tokens)
+        resume = len(window)
+        if not final:
+            if len(spans) >= 2:
+                resume = spans[-1][0]
+                spans = spans[:-1]
+            elif spans:
+                resume = spans[-1][1]  # one chunk larger than the window (a giant token): forced cut
+        done = _drop_contained(self._fix_punctuation_only(window, self._finalize(window, spans, tokens, final)))
+        return done, resume
 
     # ------------------------------------------------------------------ tokenization
+
+    def _backend(self) -> Any:
+        """A private copy of the fast tokenizer's Rust backend, truncation and padding off (or None).
+
+        A copy, because an encoder sharing the tokenizer may switch truncation on in between.
+        """
+        if self._backend_cache is None:
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            copy: Any = False
+            if backend is not None and hasattr(backend, "to_str"):
+                try:
+                    from tokenizers import Tokenizer
+
+                    copy = Tokenizer.from_str(backend.to_str())
+                    copy.no_truncation()
+                    copy.no_padding()
+                except Exception:  # noqa: BLE001 - any failure: use the tokenizer's own call
+                    copy = False
+            self._backend_cache = copy
+            self._exact_bert = copy is not False and _is_bert_wordpiece(copy)
+            if self._exact_bert:
+                prefix = copy.model.continuing_subword_prefix
+                self._continuation_ids = frozenset(i for t, i in copy.get_vocab().items() if t.startswith(prefix))
+        return self._backend_cache or None
 
     def _call_tokenizer(self, texts: list[str], offsets: bool) -> Any:
         """Call the tokenizer on a batch, without special tokens and without length warnings."""
@@ -297,6 +419,11 @@ class Chunker:
         """Tokenize a batch; returns ``(ids, offsets)`` per text (offsets empty unless asked)."""
         if not texts:
             return []
+        backend = self._backend()
+        if backend is not None:
+            if not offsets:
+                return [(e.ids, []) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+            return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
         try:
             enc = self._call_tokenizer(texts, offsets)
             ids = enc["input_ids"]
@@ -316,14 +443,18 @@ class Chunker:
         ends: list[int] = []
         ids: list[int] = []
         for base, (piece_ids, piece_offsets) in zip(cuts, self._encode(pieces, offsets=True), strict=False):
+            if not piece_offsets:
+                continue
             ids.extend(piece_ids)
-            for a, b in piece_offsets:
-                starts.append(base + a)
-                ends.append(base + b)
+            piece_starts, piece_ends = zip(*piece_offsets, strict=True)
+            starts.extend(map(base.__add__, piece_starts) if base else piece_starts)
+            ends.extend(map(base.__add__, piece_ends) if base else piece_ends)
         return _TokenIndex(starts, ends, ids)
 
     def _is_continuation(self, tokens: _TokenIndex, i: int) -> bool:
         """Whether token ``i`` continues a word (a WordPiece ``##`` piece)."""
+        if self._exact_bert:
+            return i < len(tokens.ids) and tokens.ids[i] in self._continuation_ids
         convert = getattr(self.tokenizer, "convert_ids_to_tokens", None)
         if convert is None or i >= len(tokens.ids):
             return False
@@ -435,44 +566,136 @@ class Chunker:
         starts = tokens.starts
         for c in range(last, floor - 1, -1):
             pos = starts[c]
-            if pos > cur and not _in_run(text, pos):
+            if pos > cur and not _in_run(text, pos) and text[pos] not in _NO_START:
                 return pos
         for c in range(last, floor - 1, -1):
             pos = starts[c]
-            if pos > cur and not _in_word(text, pos) and not self._is_continuation(tokens, c):
+            if (
+                pos > cur
+                and text[pos] not in _NO_START
+                and not _in_word(text, pos)
+                and not self._is_continuation(tokens, c)
+            ):
                 return pos
+        for c in range(last, first, -1):  # never start the next chunk with closing punctuation
+            if starts[c] > cur and text[starts[c]] not in _NO_START:
+                return starts[c]
         for c in range(last, len(starts)):
             if starts[c] > cur:
                 return starts[c]
         raise AssertionError("no token boundary after the cursor")  # unreachable: count > budget
 
-    # ------------------------------------------------------------------ final check
+    def _finalize(
+        self,
+        text: str,
+        spans: Sequence[tuple[int, int]],
+        tokens: _TokenIndex | None = None,
+        final: bool = True,
+    ) -> list[tuple[int, int, int]]:
+        """Trim each span, take its own token count, and cut again any span over budget.
 
-    def _finalize(self, text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
-        """Trim each span, count its tokens on its own, and cut again any span over budget.
-
-        A span's own count can differ from the in-document count where a cut fell inside a word;
-        re-cutting with the span's own offsets always makes progress (pieces are strictly shorter).
+        The own count is the in-document count where that is exact (a BERT WordPiece tokenizer
+        and no token or word across the span's edges), else the tokenizer's count of the span
+        alone. A span's own count can differ from the in-document count where a cut fell inside
+        a word; re-cutting with the span's own offsets always makes progress (pieces are shorter).
         """
         trimmed = [t for t in (_trim(text, a, b) for a, b in spans) if t is not None]
         if not trimmed:
             return []
-        counts = [len(ids) for ids, _ in self._encode([text[a:b] for a, b in trimmed], offsets=False)]
+        self._backend()  # decides whether in-document counts can be exact
+        counts: list[int | None] = []
+        for a, b in trimmed:
+            exact = tokens is not None and self._exact_bert and (final or b < len(text))
+            counts.append(tokens.count(a, b) if exact and tokens is not None and self._clean_edges(tokens, a, b)
+                          else None)
+        need = [span for span, n in zip(trimmed, counts, strict=True) if n is None]
+        if need:
+            fresh = iter([len(ids) for ids, _ in self._encode([text[a:b] for a, b in need], offsets=False)])
+            counts = [n if n is not None else next(fresh) for n in counts]
         out: list[tuple[int, int, int]] = []
         for (a, b), n in zip(trimmed, counts, strict=True):
+            assert n is not None
             if n == 0:
                 continue  # nothing the model can read (control or zero-width characters only)
             if n <= self.max_tokens:
                 out.append((a, b, n))
                 continue
             ids, offsets = self._encode([text[a:b]], offsets=True)[0]
-            local = _TokenIndex([a + s for s, _ in offsets], [a + e for _, e in offsets], ids)
+            local = _TokenIndex([a + s for s, _ in offsets], [a + e for _, e in offsets], list(ids))
             inner = [a, *self._token_cuts(text, a, b, local), b]
-            out.extend(self._finalize(text, list(pairwise(inner))))
+            out.extend(self._finalize(text, list(pairwise(inner)), local))
         return out
 
+    def _clean_edges(self, tokens: _TokenIndex, a: int, b: int) -> bool:
+        """Whether no token or word crosses ``a`` or ``b`` (then the in-document count is exact)."""
+        i0 = bisect_right(tokens.ends, a)
+        i1 = bisect_left(tokens.starts, b)
+        if i0 >= i1:
+            return True
+        if tokens.starts[i0] < a or tokens.ends[i1 - 1] > b:
+            return False
+        cont = self._continuation_ids
+        return tokens.ids[i0] not in cont and (i1 >= len(tokens.ids) or tokens.ids[i1] not in cont)
+
+    def _fix_punctuation_only(self, text: str, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        """Merge a chunk made only of punctuation into the previous (else the next) chunk if it fits."""
+        if len(spans) < 2 or not any(_punctuation_only(text[a:b]) for a, b, _ in spans):
+            return spans
+        out = list(spans)
+        i = 0
+        while i < len(out) and len(out) > 1:
+            a, b, _ = out[i]
+            if not _punctuation_only(text[a:b]):
+                i += 1
+                continue
+            merged = False
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(out):
+                    lo, hi = min(out[j][0], a), max(out[j][1], b)
+                    n = self.count_tokens(text[lo:hi])
+                    if n <= self.max_tokens:
+                        out[min(i, j)] = (lo, hi, n)
+                        del out[max(i, j)]
+                        merged = True
+                        break
+            if not merged:
+                i += 1
+        return out
 
 # ---------------------------------------------------------------------- text scanning helpers
+
+
+def _is_bert_wordpiece(backend: Any) -> bool:
+    """Whether a Rust tokenizer is BERT WordPiece (per-character normalizer, BERT pre-tokenizer)."""
+    try:
+        from tokenizers import models, normalizers, pre_tokenizers
+    except ImportError:  # pragma: no cover - tokenizers comes with transformers
+        return False
+    normalizer = backend.normalizer
+    return (
+        isinstance(backend.model, models.WordPiece)
+        and isinstance(backend.pre_tokenizer, pre_tokenizers.BertPreTokenizer)
+        and (normalizer is None or isinstance(normalizer, normalizers.BertNormalizer))
+    )
+
+
+def _punctuation_only(chunk: str) -> bool:
+    """Whether a chunk holds nothing but punctuation (and spaces)."""
+    return all(ch.isspace() or unicodedata.category(ch).startswith("P") for ch in chunk)
+
+
+def _window_end(text: str, start: int, limit: int) -> int:
+    """End of a window over ``text[start:limit]``.
+
+    After a paragraph break in the window's second half, else after a line break, else after a CJK
+    sentence end, else at whitespace, else ``limit``.
+    """
+    low = start + (limit - start) // 2
+    for mark in ("\n\n", "\n", "。", "！", "？", " "):
+        found = text.rfind(mark, low, limit)
+        if found != -1:
+            return found + len(mark)
+    return limit
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
@@ -620,6 +843,9 @@ def _sentence_starts(text: str) -> tuple[list[int], set[int]]:
         boundary = space.end() if space else end
         if boundary >= n:
             break
+        if text[boundary] in _NO_START:
+            pos = max(boundary, m.end())  # a line that opens with "」" or "。" stays with the sentence before
+            continue
         if boundary > sentence_start:
             starts.append(boundary)
             if text.count("\n", end, boundary) >= 2:
@@ -640,6 +866,8 @@ def _clause_cuts(text: str, start: int, end: int) -> list[int]:
                 continue  # 1,000 / 10:30 / http://
         while after < end and text[after].isspace():
             after += 1
+        if after < end and text[after] in _NO_START:
+            continue  # "，」": the closer stays with its clause
         if start < after < end and (not cuts or after > cuts[-1]):
             cuts.append(after)
     return cuts

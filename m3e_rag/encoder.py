@@ -15,13 +15,14 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args, overload
 
 import numpy as np
 
 from ._loading import is_m3e, locate_model, resolve_model_name
+from ._query import cap_query_chars, check_unicode
 from .errors import InputError, InputTooLongError, ModelLoadError
-from .models import resolve_spec
+from .models import resolve_spec, spec_for
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +49,46 @@ MAX_BATCH_ACTIVATION_BYTES = 24 * 2**20
 ONEDNN_ENV = "M3E_RAG_ONEDNN"
 #: Options every framework adapter exposes as fields and hands to the shared encoder unchanged.
 ADAPTER_OPTIONS: tuple[str, ...] = ("device", "batch_size", "normalize", "backend", "on_overflow", "trust_remote_code")
+#: Torch dtypes the model may run in (None/"float32" is the fp32 reference). Half precision is for CUDA only.
+DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
+_DTYPE_ALIASES = {
+    "float32": "float32", "fp32": "float32", "float": "float32", "torch.float32": "float32",
+    "float16": "float16", "fp16": "float16", "half": "float16", "torch.float16": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16", "torch.bfloat16": "bfloat16",
+}
+
+
+def normalize_dtype(dtype: object) -> str | None:
+    """Return ``dtype`` (a name such as ``"fp16"`` or a ``torch.dtype``) as one of :data:`DTYPES`, or None.
+
+    Raises InputError for anything else, naming the accepted values.
+    """
+    if dtype is None:
+        return None
+    name = str(dtype).strip().lower()
+    if name in _DTYPE_ALIASES:
+        return _DTYPE_ALIASES[name]
+    raise InputError(
+        f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)} (or torch.float16 / torch.bfloat16). "
+        "'auto' is refused: name the precision you want (M3E checkpoints are float32)."
+    )
+
+
+def _check_dtype_device(dtype: str | None, device: str | None, backend: str) -> None:
+    """Refuse half precision where it cannot help: on CPU, and with the ONNX backends."""
+    if dtype in (None, "float32"):
+        return
+    if backend != "torch":
+        raise InputError(
+            f"dtype={dtype!r} applies to the torch backend only; backend={backend!r} runs float32 "
+            "(use backend='onnx-int8' for a quantized model, or backend='torch' with a CUDA device for half precision)."
+        )
+    if device is not None and not str(device).startswith("cuda"):
+        raise InputError(
+            f"dtype={dtype!r} on device {device!r} is refused: half precision is for CUDA GPUs. On CPU it is "
+            "emulated or unsupported (bfloat16 measured 5x slower than float32 here) and changes the vectors; "
+            "keep float32 (the default) or use backend='onnx-int8' for speed."
+        )
 
 
 @dataclass
@@ -76,9 +117,16 @@ class _LoadedModel:
     stats: EncodeStats = field(default_factory=EncodeStats)
 
 
-_MODELS: dict[tuple[str, str, str, bool], _LoadedModel] = {}
+_MODELS: dict[tuple[Any, ...], _LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
 _LICENCE_LOGGED: set[str] = set()
+
+
+_MULTI_PROCESS_CPU = (
+    "multi_process=True is refused on CPU: one process already runs torch on every core, so more processes "
+    "would each load a copy of the model and compete for the same cores (slower, more memory). It encodes "
+    "across CUDA GPUs; on CPU leave it off (backend='onnx-int8' is the CPU speed-up)."
+)
 
 
 def _default_device() -> str:
@@ -108,6 +156,7 @@ def _validate_texts(texts: object, what: str = "texts") -> list[str]:
                 f"{what}[{i}] is {_describe(text)}; every text must be a non-empty string: "
                 "drop or replace it before encoding."
             )
+        check_unicode(text, f"{what}[{i}]")  # the Rust tokenizer fails on a lone surrogate with a bare TypeError
     return list(texts)
 
 
@@ -140,12 +189,27 @@ class M3EEncoder:
         on_overflow: what to do with texts longer than the model's window: ``"warn"`` truncates and
             logs how many, ``"truncate"`` truncates silently, ``"error"`` raises.
         query_prompt: text prepended to queries; None uses the model's own ``query`` prompt if it
-            defines a non-empty one (M3E defines none).
+            defines a non-empty one (M3E defines none), else the registry's (bge-*-zh-v1.5: their
+            retrieval instruction).
         document_prompt: text prepended to documents; None uses the model's non-empty ``passage`` or
-            ``document`` prompt if any.
+            ``document`` prompt if any, else the registry's ('' for M3E and BGE).
         trust_remote_code: allow model folders to run their own code. Off unless you ask.
         cache_folder: Hugging Face cache folder for downloads.
         revision: hub revision (branch, tag or commit) to load.
+        query_prompt_name / document_prompt_name: a prompt picked by name from ``prompts`` or the
+            model's own prompts (``query_prompt`` / ``document_prompt`` win over them).
+        prompts: extra named prompts (sentence-transformers' ``prompts``).
+        query_batch_size / query_normalize: query-side batch size and normalization (None: as for
+            documents), as ``query_encode_kwargs`` sets them.
+        dtype: ``float32`` (default), ``float16`` or ``bfloat16`` weights; half precision is for CUDA
+            only and is refused on CPU and with the ONNX backends.
+        show_progress: a tqdm bar over batches.
+        multi_process: encode with sentence-transformers' pool, one process per CUDA GPU; refused
+            on CPU, where one process already uses every core.
+        local_files_only: never download; a hub id must already be in the cache.
+
+    :mod:`m3e_rag.hf_options` maps ``HuggingFaceEmbeddings``-style ``model_kwargs`` /
+    ``encode_kwargs`` / ``query_encode_kwargs`` onto these arguments.
     """
 
     def __init__(
@@ -162,9 +226,36 @@ class M3EEncoder:
         trust_remote_code: bool = False,
         cache_folder: str | None = None,
         revision: str | None = None,
+        query_prompt_name: str | None = None,
+        document_prompt_name: str | None = None,
+        prompts: dict[str, str] | None = None,
+        query_batch_size: int | None = None,
+        query_normalize: bool | None = None,
+        dtype: str | None = None,
+        show_progress: bool = False,
+        multi_process: bool = False,
+        local_files_only: bool = False,
     ) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        for name, size in (("batch_size", batch_size), ("query_batch_size", query_batch_size)):
+            if size is None and name == "query_batch_size":
+                continue
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                raise InputError(f"{name} must be a positive integer, got {size!r}.")
+        for name, value in (("query_prompt", query_prompt), ("document_prompt", document_prompt),
+                            ("query_prompt_name", query_prompt_name), ("document_prompt_name", document_prompt_name)):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{name} must be a string or None, got {type(value).__name__}.")
+        if prompts is not None and (
+            not isinstance(prompts, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items())
+        ):
+            raise InputError(f"prompts must be a dict of prompt name -> prompt text, got {prompts!r}.")
+        dtype = normalize_dtype(dtype)
+        _check_dtype_device(dtype, device, backend)
+        if multi_process and backend != "torch":
+            raise InputError(f"multi_process=True needs backend='torch' (got {backend!r}).")
+        if multi_process and device is not None and not str(device).startswith("cuda"):
+            raise InputError(_MULTI_PROCESS_CPU)
         if backend not in _BACKENDS:
             raise InputError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}.")
         if on_overflow not in _ON_OVERFLOW:
@@ -180,6 +271,44 @@ class M3EEncoder:
         self.trust_remote_code = trust_remote_code
         self.cache_folder = cache_folder
         self.revision = revision
+        self.query_prompt_name = query_prompt_name
+        self.document_prompt_name = document_prompt_name
+        self.prompts: dict[str, str] = dict(prompts or {})
+        self.query_batch_size = query_batch_size
+        self.query_normalize = query_normalize
+        self.dtype = dtype
+        self.show_progress = bool(show_progress)
+        self.multi_process = bool(multi_process)
+        self.local_files_only = bool(local_files_only)
+
+    def options(self) -> dict[str, Any]:
+        """Every constructor argument of this encoder, so ``M3EEncoder(**enc.options())`` rebuilds it exactly.
+
+        Adapters' ``from_encoder`` use it: prompts, per-side batch size and normalization, dtype and the
+        rest survive the round trip.
+        """
+        return {
+            "model_name": self.model_name,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "normalize": self.normalize,
+            "backend": self.backend,
+            "on_overflow": self.on_overflow,
+            "query_prompt": self._query_prompt,
+            "document_prompt": self._document_prompt,
+            "trust_remote_code": self.trust_remote_code,
+            "cache_folder": self.cache_folder,
+            "revision": self.revision,
+            "query_prompt_name": self.query_prompt_name,
+            "document_prompt_name": self.document_prompt_name,
+            "prompts": dict(self.prompts) or None,
+            "query_batch_size": self.query_batch_size,
+            "query_normalize": self.query_normalize,
+            "dtype": self.dtype,
+            "show_progress": self.show_progress,
+            "multi_process": self.multi_process,
+            "local_files_only": self.local_files_only,
+        }
 
     def __repr__(self) -> str:
         return (
@@ -188,9 +317,13 @@ class M3EEncoder:
         )
 
     # ------------------------------------------------------------------ loading
-    def _key(self) -> tuple[str, str, str, bool]:
+    def _key(self) -> tuple[Any, ...]:
         device = self.device or _default_device()
-        return (self.model_name, device, self.backend, self.trust_remote_code)
+        key: tuple[Any, ...] = (self.model_name, device, self.backend, self.trust_remote_code)
+        # Options that change the weights or where they run are part of the key only when set, so the
+        # common key stays (model, device, backend, trust_remote_code).
+        extra = (self.dtype if self.dtype != "float32" else None, self.revision, self.multi_process)
+        return key + extra if any(extra) else key
 
     def load(self) -> M3EEncoder:
         """Load the model now (otherwise it loads on first use). Returns self."""
@@ -215,7 +348,13 @@ class M3EEncoder:
         return model
 
     def _load(self, device: str) -> _LoadedModel:
-        path = locate_model(self.model_name, cache_folder=self.cache_folder, revision=self.revision)
+        _check_dtype_device(self.dtype, device, self.backend)
+        if self.multi_process and not device.startswith("cuda"):
+            raise InputError(_MULTI_PROCESS_CPU)
+        path = locate_model(
+            self.model_name, cache_folder=self.cache_folder, revision=self.revision,
+            local_files_only=self.local_files_only,
+        )
         from sentence_transformers import SentenceTransformer
 
         try:
@@ -228,6 +367,10 @@ class M3EEncoder:
                 hint = " The folder needs its own code: pass trust_remote_code=True only if you trust its author."
             raise ModelLoadError(f"Could not load model from {str(path)!r}: {exc}.{hint}") from exc
         st.eval()
+        if self.dtype in ("float16", "bfloat16"):
+            import torch
+
+            st.to(getattr(torch, self.dtype))
         get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
         dim = get_dim()
         if dim is None:
@@ -243,6 +386,13 @@ class M3EEncoder:
 
     def _make_runner(self, st: SentenceTransformer, path: Path) -> Any:
         if self.backend == "torch":
+            if self.multi_process:
+                # sentence-transformers' pool: one worker process per CUDA device, started once and kept.
+                import atexit
+
+                pool = st.start_multi_process_pool()
+                atexit.register(st.stop_multi_process_pool, pool)
+                return pool
             if st.device.type == "cpu" and os.environ.get(ONEDNN_ENV, "1") != "0":
                 from ._onednn import use_onednn_linears
 
@@ -287,19 +437,50 @@ class M3EEncoder:
         """The model's own (fast) tokenizer, used to count tokens exactly as the model sees them."""
         return self._loaded().st.tokenizer
 
+    def _named_prompt(self, name: str, side: str) -> str:
+        known = {**self._loaded().prompts, **self.prompts}
+        if name not in known:
+            raise InputError(
+                f"{side}_prompt_name={name!r} is not a prompt of this model; known prompt names: "
+                f"{sorted(known) or 'none'}. Pass the text itself as {side}_prompt=..., or add it with prompts={{...}}."
+            )
+        return known[name]
+
     @property
     def query_prompt(self) -> str:
-        """The prefix prepended to queries ('' for M3E)."""
+        """The prefix prepended to queries ('' for M3E).
+
+        Order: ``query_prompt``; else ``query_prompt_name`` looked up in ``prompts`` and the model's
+        own prompts; else the model's non-empty ``query`` prompt; else the registry's (the
+        bge-*-zh-v1.5 retrieval instruction, see :mod:`m3e_rag.models`).
+        """
         if self._query_prompt is not None:
             return self._query_prompt
-        return _pick_prompt(self._loaded().prompts, ("query",))
+        if self.query_prompt_name is not None:
+            return self._named_prompt(self.query_prompt_name, "query")
+        return _pick_prompt({**self._loaded().prompts, **self.prompts}, ("query",)) or self._registry_prompt("query")
 
     @property
     def document_prompt(self) -> str:
-        """The prefix prepended to documents ('' for M3E)."""
+        """The prefix prepended to documents ('' for M3E); same order as :attr:`query_prompt`."""
         if self._document_prompt is not None:
             return self._document_prompt
-        return _pick_prompt(self._loaded().prompts, ("passage", "document"))
+        if self.document_prompt_name is not None:
+            return self._named_prompt(self.document_prompt_name, "document")
+        return _pick_prompt({**self._loaded().prompts, **self.prompts}, ("passage", "document")) or (
+            self._registry_prompt("document")
+        )
+
+    def _registry_prompt(self, side: str) -> str:
+        """The registry's prompt for ``side`` (``query``/``document``) of a known model, else ''.
+
+        Used last: after an explicit prompt and the model folder's own prompts (bge-*-zh-v1.5 folders
+        define none, so their query instruction comes from here).
+        """
+        spec = spec_for(self.model_name)
+        if spec is None:
+            return ""
+        return spec.query_prompt if side == "query" else spec.document_prompt
 
     @property
     def stats(self) -> EncodeStats:
@@ -354,12 +535,20 @@ class M3EEncoder:
         """Embed one query: a float32 vector of shape (dim,)."""
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"query is {_describe(text)}; pass a non-empty string.")
-        return self._encode([text], self.query_prompt)[0]
+        check_unicode(text)
+        text = cap_query_chars(text, self.max_seq_length)  # the window is all it reads: never tokenize 10 MB
+        return self._encode([text], self.query_prompt, **self._query_side())[0]
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed several queries at once: shape (len(texts), dim)."""
         items = _validate_texts(texts, "queries")
-        return self._encode(items, self.query_prompt if items else "")
+        return self._encode(items, self.query_prompt if items else "", **self._query_side())
+
+    def _query_side(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.query_batch_size or self.batch_size,
+            "normalize": self.normalize if self.query_normalize is None else self.query_normalize,
+        }
 
     async def aencode_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Async :meth:`encode_documents`, run in a worker thread so the event loop stays free."""
@@ -369,26 +558,102 @@ class M3EEncoder:
         """Async :meth:`encode_query`, run in a worker thread so the event loop stays free."""
         return await asyncio.to_thread(self.encode_query, text)
 
-    def _encode(self, texts: list[str], prompt: str) -> np.ndarray:
+    # -------------------------------------------------------- sentence similarity (s2s)
+    @overload
+    def similarity(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
+        self, a: str, b: str, *, prompt: str | None = None
+    ) -> float: ...
+
+    @overload
+    def similarity(self, a: Sequence[str], b: Sequence[str], *, prompt: str | None = None) -> np.ndarray: ...
+
+    def similarity(
+        self, a: str | Sequence[str], b: str | Sequence[str], *, prompt: str | None = None
+    ) -> float | np.ndarray:
+        """Cosine similarity of sentences, pair by pair (s2s: both sides encoded alike).
+
+        ``similarity("今天天气怎么样？", "What is the weather like today?")`` gives one float;
+        ``similarity(a_list, b_list)`` gives a float32 array of shape ``(len(a),)`` with
+        ``cos(a[i], b[i])`` (the lists must have equal length). For every-against-every scores use
+        :meth:`similarity_matrix`.
+
+        Both sides get the same ``prompt``; None means the document-side prompt (never a query-side
+        retrieval instruction such as BGE's, which its model cards reserve for short-query retrieval).
+        Vectors are L2-normalized here whatever ``normalize`` says, so the result is a true cosine.
+        """
+        if isinstance(a, str) and isinstance(b, str):
+            return float(self.similarity([a], [b], prompt=prompt)[0])
+        if isinstance(a, str) or isinstance(b, str):
+            raise InputError(
+                "similarity() takes two strings or two equal-length lists of strings, not one of each; "
+                "wrap the single text in a list, or use similarity_matrix() for one-against-many."
+            )
+        left, right = _validate_texts(a, "a"), _validate_texts(b, "b")
+        if len(left) != len(right):
+            raise InputError(
+                f"similarity() pairs a[i] with b[i], but a has {len(left)} texts and b has {len(right)}; pass "
+                "equal-length lists, or use similarity_matrix() for every-against-every scores."
+            )
+        vectors = self._unit_vectors(left + right, prompt)
+        return np.einsum("ij,ij->i", vectors[: len(left)], vectors[len(left) :]).astype(np.float32)
+
+    def similarity_matrix(
+        self, a: Sequence[str], b: Sequence[str] | None = None, *, prompt: str | None = None
+    ) -> np.ndarray:
+        """Cosine similarity of every text of ``a`` with every text of ``b`` (default ``b = a``).
+
+        Returns a float32 array of shape ``(len(a), len(b))``; encoding as in :meth:`similarity`.
+        """
+        left = _validate_texts(a, "a")
+        right = left if b is None else _validate_texts(b, "b")
+        vectors = self._unit_vectors(left + ([] if b is None else right), prompt)
+        return (vectors[: len(left)] @ (vectors[: len(left)] if b is None else vectors[len(left) :]).T).astype(
+            np.float32
+        )
+
+    def _unit_vectors(self, texts: list[str], prompt: str | None) -> np.ndarray:
+        """Unit-length vectors of ``texts`` (each distinct text encoded once) with one shared prompt."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if prompt is not None and not isinstance(prompt, str):
+            raise InputError(f"prompt must be a string or None, got {type(prompt).__name__}.")
+        unique = list(dict.fromkeys(texts))
+        encoded = self._encode(unique, self.document_prompt if prompt is None else prompt, normalize=True)
+        position = {text: i for i, text in enumerate(unique)}
+        return encoded[[position[t] for t in texts]]
+
+    def _encode(
+        self, texts: list[str], prompt: str, *, batch_size: int | None = None, normalize: bool | None = None
+    ) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         import torch
 
+        batch_size = batch_size or self.batch_size
+        normalize = self.normalize if normalize is None else normalize
         model = self._loaded()
         with model.lock, torch.inference_mode():
             lengths = np.asarray(self.count_tokens(texts, prompt), dtype=np.int64)
             self._check_overflow(lengths, model)
             capped = np.minimum(lengths, model.max_seq_length)
-            order = np.argsort(-capped, kind="stable")
-            out = np.empty((len(texts), model.dim), dtype=np.float32)
-            for idx in _batches(order, capped, self.batch_size, model.max_batch_tokens):
-                batch = [texts[i] for i in idx]
-                features = model.st.preprocess(batch, prompt=prompt or None)
-                out[idx] = self._forward(model, features)
-                model.stats.padded_tokens += int(capped[idx].max()) * len(idx)
+            if self.multi_process:
+                out = np.asarray(
+                    model.st.encode(texts, prompt=prompt or None, batch_size=batch_size, pool=model.runner,
+                                    show_progress_bar=self.show_progress, convert_to_numpy=True),
+                    dtype=np.float32,
+                )
+            else:
+                order = np.argsort(-capped, kind="stable")
+                out = np.empty((len(texts), model.dim), dtype=np.float32)
+                batches = _batches(order, capped, batch_size, model.max_batch_tokens)
+                for idx in _progress(batches, self.show_progress and len(batches) > 0):
+                    batch = [texts[i] for i in idx]
+                    features = model.st.preprocess(batch, prompt=prompt or None)
+                    out[idx] = self._forward(model, features)
+                    model.stats.padded_tokens += int(capped[idx].max()) * len(idx)
             model.stats.texts += len(texts)
             model.stats.tokens += int(capped.sum())
-        if self.normalize:
+        if normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             np.divide(out, np.maximum(norms, 1e-12), out=out)
         return out
@@ -426,6 +691,15 @@ class M3EEncoder:
 
 
 # ------------------------------------------------------------------------------------------ CPU speed helpers
+
+
+def _progress(batches: list[np.ndarray], show: bool) -> Any:
+    """Batches, wrapped in a tqdm bar when ``show`` is set (``show_progress=True``)."""
+    if not show:
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc="Encoding", unit="batch")
 
 
 def _batches(order: np.ndarray, lengths: np.ndarray, max_texts: int, max_tokens: int) -> list[np.ndarray]:

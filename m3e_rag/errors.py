@@ -13,6 +13,7 @@ __all__ = [
     "InputTooLongError",
     "ModelMismatchError",
     "StoreError",
+    "IndexDamagedError",
     "MissingExtraError",
 ]
 
@@ -39,6 +40,14 @@ class ModelMismatchError(M3ERagError):
 
 class StoreError(M3ERagError):
     """The vector store refused an operation or is unreachable."""
+
+
+class IndexDamagedError(StoreError):
+    """The index's files disagree or are unreadable (truncated sqlite, missing HNSW segment).
+
+    The message names ``m3e-rag doctor --index DIR``, which reports what is wrong and, with
+    ``--repair``, rebuilds what can be rebuilt from what survives.
+    """
 
 
 class MissingExtraError(M3ERagError, ImportError):

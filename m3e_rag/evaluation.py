@@ -37,16 +37,17 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
-from .retriever import SEARCH_MODES, check_k, check_mode
+from .retriever import SEARCH_MODES, Reranker, SearchMode, check_k, check_mode
 from .types import Document
 
 if TYPE_CHECKING:
     from .pipeline import RAGPipeline
+    from .rerankers import RerankerLike
 
 __all__ = [
     "EvalQuery",
@@ -62,6 +63,8 @@ __all__ = [
     "ndcg_at_k",
     "evaluate",
     "default_depth",
+    "PairedComparison",
+    "paired_comparison",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,7 +135,7 @@ class ModeMetrics:
     """Scores of one search mode, averaged over the queries.
 
     Attributes:
-        mode: ``dense``, ``sparse`` or ``hybrid``.
+        mode: ``dense``, ``sparse`` or ``hybrid`` (``+rerank`` appended when a reranker re-ordered them).
         k: the cutoff of MRR and nDCG (and the largest recall cutoff).
         recall: recall at each cutoff (1, 5 and ``k``, those not above ``k``).
         mrr: mean reciprocal rank of the first relevant passage within the top ``k`` (0 if none).
@@ -140,6 +143,8 @@ class ModeMetrics:
         queries: queries scored.
         short_rankings: queries for which fewer than ``k`` distinct passages came back.
         seconds: wall time of the mode's searches (query embedding not included).
+        reciprocal_ranks: each query's reciprocal rank within the top ``k`` (0 if not found), in the
+            task's query order: what :meth:`EvalReport.compare` pairs between modes.
     """
 
     mode: str
@@ -150,6 +155,7 @@ class ModeMetrics:
     queries: int
     short_rankings: int = 0
     seconds: float = 0.0
+    reciprocal_ranks: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, float]:
         """``{"recall@1": ..., "recall@5": ..., "recall@10": ..., "mrr@10": ..., "ndcg@10": ...}``."""
@@ -195,6 +201,26 @@ class EvalReport:
     def to_dict(self) -> dict[str, dict[str, float]]:
         """``{mode: {metric: value}}``, as ``m3e-rag eval --json`` prints it."""
         return {mode: metrics.to_dict() for mode, metrics in self.modes.items()}
+
+    def compare(self, baseline: str, other: str, *, resamples: int = 2000, seed: int = 0) -> PairedComparison:
+        """Per-query paired comparison of MRR@k: ``other`` against ``baseline`` (both modes evaluated).
+
+        Raises:
+            InputError: if either mode was not evaluated in this report.
+        """
+        for mode in (baseline, other):
+            if mode not in self.modes:
+                raise InputError(
+                    f"cannot compare mode {mode!r}: this report holds {', '.join(self.modes)}; evaluate it too."
+                )
+        return paired_comparison(
+            self.modes[baseline].reciprocal_ranks,
+            self.modes[other].reciprocal_ranks,
+            names=(baseline, other),
+            metric=f"mrr@{self.k}",
+            resamples=resamples,
+            seed=seed,
+        )
 
     def format_table(self, digits: int = 4) -> str:
         """A plain-text table: one row per mode, one column per metric, then sizes and timings."""
@@ -283,6 +309,132 @@ def ndcg_at_k(ranked: Sequence[str], relevant: Collection[str], k: int) -> float
     dcg = sum(1.0 / math.log2(rank + 1) for rank, item in enumerate(_first_k_distinct(ranked, k), 1) if item in rel)
     ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(rel), k) + 1))
     return dcg / ideal
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two systems scored on the same queries: the mean difference and how sure we are of it.
+
+    Attributes:
+        baseline: name of the first system (e.g. ``dense``).
+        other: name of the second (e.g. ``hybrid``); differences are ``other - baseline``.
+        metric: the per-query metric compared (e.g. ``mrr@10``).
+        queries: queries paired.
+        baseline_mean: the baseline's mean.
+        other_mean: the other system's mean.
+        diff: ``other_mean - baseline_mean``.
+        ci_low: lower end of the bootstrap confidence interval of ``diff``.
+        ci_high: upper end.
+        confidence: the interval's level (0.95).
+        wins: queries where ``other`` scored higher.
+        losses: queries where it scored lower.
+        ties: queries with equal scores.
+        resamples: bootstrap resamples drawn (percentile method, seeded: the interval is reproducible).
+    """
+
+    baseline: str
+    other: str
+    metric: str
+    queries: int
+    baseline_mean: float
+    other_mean: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    wins: int
+    losses: int
+    ties: int
+    resamples: int
+
+    @property
+    def significant(self) -> bool:
+        """True when the confidence interval excludes 0 (the difference is more than noise)."""
+        return self.ci_low > 0 or self.ci_high < 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of the fields above (floats rounded to 5 decimals)."""
+        return {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+    def format(self) -> str:
+        """One line: ``hybrid - dense mrr@10: +0.0123 [95% CI +0.0081, +0.0166]; wins 80, losses 31, ties 889``."""
+        return (
+            f"{self.other} - {self.baseline} {self.metric}: {self.diff:+.4f} "
+            f"[{self.confidence:.0%} CI {self.ci_low:+.4f}, {self.ci_high:+.4f}]; "
+            f"wins {self.wins}, losses {self.losses}, ties {self.ties} ({self.queries} queries)"
+        )
+
+
+def paired_comparison(
+    baseline: Sequence[float],
+    other: Sequence[float],
+    *,
+    names: tuple[str, str] = ("baseline", "other"),
+    metric: str = "mrr@10",
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare two systems query by query: wins, losses, ties and a bootstrap interval of the mean difference.
+
+    The per-query differences ``other - baseline`` are resampled with replacement ``resamples`` times
+    (numpy's seeded generator, so the interval is reproducible) and the interval is the percentile
+    interval of the resampled means. Pairing removes the spread between queries that both systems
+    share, so a small but consistent gain shows as an interval that excludes 0.
+
+    Args:
+        baseline: per-query scores of the first system (e.g. reciprocal ranks of dense).
+        other: per-query scores of the second, same queries in the same order.
+        names: the two systems' names, for reports.
+        metric: the metric's name, for reports.
+        resamples: bootstrap resamples (``>= 100``).
+        confidence: the interval's level, between 0 and 1.
+        seed: the generator's seed.
+
+    Raises:
+        InputError: lengths differ, no queries, a score is not finite, or a bad ``resamples``/``confidence``.
+    """
+    import numpy as np
+
+    a = np.asarray(baseline, dtype=np.float64)
+    b = np.asarray(other, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise InputError(
+            f"paired_comparison needs two equally long lists of per-query scores, got {a.shape} and {b.shape}."
+        )
+    if a.size == 0:
+        raise InputError("paired_comparison needs at least one query.")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise InputError("paired_comparison got a score that is not a finite number; pass per-query metric values.")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
+        raise InputError(f"resamples must be an integer >= 100, got {resamples!r}; 2000 is usual.")
+    if not 0 < confidence < 1:
+        raise InputError(f"confidence must be between 0 and 1, got {confidence!r}; 0.95 is usual.")
+    diff = b - a
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    step = max(1, 2_000_000 // diff.size)  # bound the index matrix to about 16 MB
+    for start in range(0, resamples, step):
+        stop = min(resamples, start + step)
+        means[start:stop] = diff[rng.integers(0, diff.size, size=(stop - start, diff.size))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return PairedComparison(
+        baseline=names[0],
+        other=names[1],
+        metric=metric,
+        queries=int(diff.size),
+        baseline_mean=float(a.mean()),
+        other_mean=float(b.mean()),
+        diff=float(diff.mean()),
+        ci_low=float(low),
+        ci_high=float(high),
+        confidence=confidence,
+        wins=int((diff > 0).sum()),
+        losses=int((diff < 0).sum()),
+        ties=int((diff == 0).sum()),
+        resamples=resamples,
+    )
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -579,6 +731,8 @@ def evaluate(
     *,
     depth: int | None = None,
     progress: EvalProgress | None = None,
+    reranker: RerankerLike | None = None,
+    rerank_top_n: int | None = None,
 ) -> EvalReport:
     """Index a task's corpus with ``pipeline`` and score every query in every mode.
 
@@ -594,11 +748,21 @@ def evaluate(
         k: cutoff of the metrics (recall also at 1 and 5).
         depth: chunks asked for per search (default :func:`default_depth`; also ``fetch_k``).
         progress: called as ``progress(stage, done, total)``.
+        reranker: a second stage (name, folder, callable or object, see :func:`m3e_rag.rerankers.load_reranker`):
+            every mode is then scored twice, as ``mode`` and as ``mode+rerank``, so the gain shows.
+        rerank_top_n: chunks of the first stage given to the reranker (default: ``depth``).
 
     Raises:
         InputError: a bad mode or cutoff, or an index that holds passages outside the task's corpus.
     """
     check_k(k)
+    from .rerankers import load_reranker
+
+    second = load_reranker(reranker) if reranker is not None else None
+    if rerank_top_n is not None:
+        check_k(rerank_top_n, "rerank_top_n")
+        if second is None:
+            raise InputError("rerank_top_n was given without a reranker; pass reranker= too, or drop rerank_top_n.")
     mode_list = [check_mode(m) for m in modes]
     if not mode_list:
         raise InputError(f"evaluate() needs at least one mode of {', '.join(SEARCH_MODES)}.")
@@ -647,11 +811,15 @@ def evaluate(
         report.encode_seconds = time.perf_counter() - started
 
     cutoffs = sorted({c for c in (1, 5, k) if c <= k})
-    for mode in mode_list:
+    runs: list[tuple[str, SearchMode, Reranker | None]] = [(m, m, None) for m in mode_list]
+    if second is not None:
+        runs = [run for m in mode_list for run in ((m, m, None), (f"{m}+rerank", m, second))]
+    for label, mode, stage_two in runs:
         started = time.perf_counter()
         recall = dict.fromkeys(cutoffs, 0.0)
         mrr = ndcg = 0.0
         short = 0
+        reciprocal_ranks: list[float] = []
         for n, query in enumerate(task.queries):
             hits = pipeline.search(
                 query.text,
@@ -659,18 +827,21 @@ def evaluate(
                 mode=mode,
                 fetch_k=depth,
                 query_vector=None if vectors is None or mode == "sparse" else vectors[n],
+                reranker=stage_two,
+                rerank_top_n=rerank_top_n if stage_two is not None else None,
             )
             ranked = _passage_ranking((h.source for h in hits), k)
             short += len(ranked) < k
             for cut in cutoffs:
                 recall[cut] += recall_at_k(ranked, query.relevant, cut)
-            mrr += mrr_at_k(ranked, query.relevant, k)
+            reciprocal_ranks.append(mrr_at_k(ranked, query.relevant, k))
+            mrr += reciprocal_ranks[-1]
             ndcg += ndcg_at_k(ranked, query.relevant, k)
             if (n + 1) % 50 == 0 or n + 1 == len(task.queries):
-                report_progress(mode, n + 1, len(task.queries))
+                report_progress(label, n + 1, len(task.queries))
         count = len(task.queries)
-        report.modes[mode] = ModeMetrics(
-            mode=mode,
+        report.modes[label] = ModeMetrics(
+            mode=label,
             k=k,
             recall={cut: value / count for cut, value in recall.items()},
             mrr=mrr / count,
@@ -678,5 +849,6 @@ def evaluate(
             queries=count,
             short_rankings=short,
             seconds=time.perf_counter() - started,
+            reciprocal_ranks=reciprocal_ranks,
         )
     return report

@@ -6,26 +6,46 @@ Scores:
   (0.8-0.95 for unrelated same-domain text), so a raw ``score_threshold`` is a blunt tool; prefer
   ``k`` or a threshold calibrated on your own data.
 - ``sparse``: the BM25 score (unbounded, > 0).
-- ``hybrid``: the weighted reciprocal-rank-fusion score, sum of ``w / (60 + rank)``.
+- ``hybrid``: by default ``0.65 * z_dense + 0.35 * z_bm25``, each list's scores standardised over
+  that query's candidates (unitless, about -2 to 4); ``method="rrf"`` gives ``sum(w / (60 + rank))``.
 
-Hybrid weighs BM25 by how much of the query it can see: the sparse weight is multiplied by
-``coverage ** 2``, coverage being the share of the query's BM25 terms that occur in the corpus.
-Within one language coverage is near 1 (0.9-0.96 measured) and BM25 keeps most of its weight
-(0.9 ** 2 = 0.81). Across languages BM25 sees only a fragment of the question (numbers, Latin
-names; mean coverage 0.03-0.07, most questions 0) and ranks on it unreliably: with the bilingual
-stand-in on XQuAD, that fragment lifted Chinese questions -> English paragraphs (MRR@10 +0.010
-at weight ``coverage``) but pulled English questions -> Chinese paragraphs down (-0.011), and
--0.061 unweighted. RRF votes are flat (rank 1 earns 1/61, rank 10 earns 1/70): at weight 0.15 a
-BM25 rank-1 vote (0.0025) lifts a passage from dense rank 10 to 1; squared (0.02, a vote of
-0.0003) it can only swap near neighbours. Hybrid then stays within 0.002 of dense in both
-directions (+0.003 and -0.002, within one standard error) and keeps its gains within a language
-(+0.008 CMRC 2018, +0.010 XQuAD en, +0.019 XQuAD zh). A question sharing no term with the corpus
-gets exactly the dense ranking.
-(``m3e-rag eval`` and ``benchmarks/results/fusion_ablation.json`` have the figures.)
+How hybrid knows when BM25 is useful, per query: z-score fusion weighs BM25 by the *shape* of its
+scores on this query. Each list is standardised over its own candidates, BM25's together with its
+floor 0 (the score of a chunk holding none of the query's terms, which is what every candidate BM25
+did not return gets). A rare term matched in one or a few chunks puts them standard deviations above
+the rest and lifts them; a common word matched everywhere gives near-equal scores, z-scores near 0
+and no pull; a query with no term in the index gives an empty BM25 list and exactly the dense
+ranking; a chunk only BM25 found starts from dense's floor and needs strong evidence to enter.
+Rank fusion (RRF) cannot tell these apart: BM25's rank 1 earns the same vote whether it won by a
+mile or by a hair, which is why the previous rule (RRF, BM25 weight x coverage squared) still lost
+to dense where BM25 matched noise (English questions -> Chinese paragraphs, whose names and numbers
+give high coverage and meaningless ranks).
+
+Measured (``benchmarks/fusion.py``, results in ``benchmarks/results/fusion.json``; bilingual stand-in
+model, so pipeline figures, not M3E's): dense and BM25 top-50 candidates of every query cached once,
+then about 50 fusion variants replayed offline (RRF with coverage powers 0/1/2; z-score with and
+without the BM25 floor, min-max and max-normalised convex fusion, dense weights 0.50-0.80, with and
+without coverage scaling; in exploration also dense/BM25 top-10 agreement and IDF-weighted coverage
+as evidence, which only lowered gains). Chosen on XQuAD's four zh/en directions and English keyword
+queries, at ``fetch_k`` 20 and 40: the best mean gain with no loss on any chosen-on set (variants
+within 0.001 of the best tied; the tie went to the best worst case). Confirmed on sets not used to
+choose. MRR@10 gain over dense at fetch_k 40 (the previous RRF rule in brackets):
+
+- chosen on: XQuAD zh->zh +0.025 (+0.019), en->en +0.017 (+0.010), zh->en +0.008 (+0.003),
+  en->zh +0.004 (-0.002), English keyword queries +0.031 (+0.026);
+- confirmed on: CMRC 2018 +0.014 (+0.008; 52% of dense's shortfall 1 - MRR removed, against 29%),
+  CMRC keyword queries +0.023 (+0.007), XQuAD zh keyword queries +0.034 (+0.027), a mixed zh+en
+  corpus +0.020 (+0.014).
+
+Paired per query, the gain over dense is significant (bootstrap 95% interval above 0) on every set
+but English questions -> Chinese paragraphs, where it is within noise (interval -0.001 to +0.008):
+hybrid no longer loses to dense on any set. Standardising BM25 without its floor scored 0.001 lower
+on average and gave a lone BM25 hit (a code or name found in one chunk) no pull at all.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args
@@ -33,36 +53,59 @@ from typing import Any, Literal, Protocol, get_args
 import numpy as np
 
 from .errors import InputError
-from .fusion import rrf_fuse
+from .fusion import rrf_fuse, zscore_fuse
 from .types import RetrievedChunk
 
-__all__ = ["SearchMode", "HybridWeights", "mmr_select", "fuse_hybrid", "Reranker", "rerank"]
+__all__ = ["SearchMode", "FusionMethod", "HybridWeights", "mmr_select", "fuse_hybrid", "Reranker", "rerank"]
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 
 
+#: Ways of fusing the dense and the BM25 candidates (see :class:`HybridWeights`).
+FusionMethod = Literal["zscore", "rrf"]
+FUSION_METHODS: tuple[str, ...] = get_args(FusionMethod)
+
+
 @dataclass(frozen=True)
 class HybridWeights:
-    """Weights of the two rankings in reciprocal-rank fusion.
+    """How hybrid search fuses the dense (M3E) and sparse (BM25) candidates of one query.
 
     Attributes:
-        dense: weight of the M3E ranking.
-        sparse: weight of the BM25 ranking, scaled by ``coverage ** coverage_power`` (see module doc).
-        rrf_k: the RRF constant (60 in the original paper).
-        coverage_power: how fast the BM25 weight falls as the query's coverage does: 2 (default)
-            mutes BM25 on cross-lingual queries, 1 scales it linearly, 0 ignores coverage.
+        dense: weight of the dense list.
+        sparse: weight of the BM25 list, times ``coverage ** coverage_power``. Only the ratio of
+            the two weights matters to the ranking.
+        method: ``"zscore"`` (default): weighted sum of scores standardised per query and list
+            (:func:`~m3e_rag.fusion.zscore_fuse`); ``"rrf"``: weighted reciprocal-rank fusion
+            (:func:`~m3e_rag.fusion.rrf_fuse`), which ignores scores.
+        rrf_k: the RRF constant (60 in the original paper); used by ``method="rrf"`` only.
+        coverage_power: scales the BM25 weight by ``coverage ** coverage_power`` (coverage: the
+            share of the query's BM25 terms known to the index). 0 (default) leaves it as given.
 
-    The defaults were checked against RRF k 10-100, sparse weights 0.5-1.5, fetch_k 20/40 and
-    coverage powers 0/1/2 on CMRC 2018 and four XQuAD directions (bilingual stand-in model): no
-    setting beat them on every task by more than the noise (standard error of a task's gain
-    about 0.001-0.004 MRR@10); power 2 is the one that does not hurt either cross-lingual direction.
+    The defaults (z-score fusion, 0.65 / 0.35, no coverage scaling) were chosen on XQuAD's four
+    language directions and English keyword queries and confirmed on CMRC 2018, Chinese keyword
+    queries and a mixed zh+en corpus (module docstring). The previous default is
+    ``HybridWeights(dense=1.0, sparse=1.0, method="rrf", coverage_power=2.0)``.
     """
 
-    dense: float = 1.0
-    sparse: float = 1.0
+    dense: float = 0.65
+    sparse: float = 0.35
+    method: FusionMethod = "zscore"
     rrf_k: int = 60
-    coverage_power: float = 2.0
+    coverage_power: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Refuse weights, methods and constants that cannot fuse (named, with the accepted values)."""
+        if self.method not in FUSION_METHODS:
+            raise InputError(f"HybridWeights.method must be one of {', '.join(FUSION_METHODS)}; got {self.method!r}.")
+        for name in ("dense", "sparse", "coverage_power"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InputError(f"HybridWeights.{name} must be a finite number >= 0, got {value!r}.")
+        if self.dense == 0 and self.sparse == 0:
+            raise InputError("HybridWeights.dense and .sparse are both 0; give at least one a positive weight.")
+        if isinstance(self.rrf_k, bool) or not isinstance(self.rrf_k, int) or self.rrf_k < 0:
+            raise InputError(f"HybridWeights.rrf_k must be an integer >= 0, got {self.rrf_k!r}; 60 is usual.")
 
 
 class Reranker(Protocol):
@@ -125,22 +168,28 @@ def fuse_hybrid(
     dense: Sequence[RetrievedChunk],
     sparse: Sequence[RetrievedChunk],
     weights: HybridWeights,
-    coverage: float,
+    coverage: float = 1.0,
 ) -> list[RetrievedChunk]:
-    """Fuse a dense and a sparse ranking with weighted RRF.
+    """Fuse a dense and a sparse ranking of one query (z-score or RRF, per ``weights.method``).
 
     The sparse weight is scaled by ``coverage ** weights.coverage_power`` (coverage: 0..1, the
-    share of query terms known to the BM25 index). Results carry the fused score and keep
+    share of query terms known to the BM25 index). An empty sparse list (no query term in the
+    index) gives exactly the dense ranking. Results carry the fused score and keep
     ``dense_score`` / ``sparse_score`` in their metadata where they had one.
     """
-    if not weights.coverage_power >= 0:
-        raise InputError(f"coverage_power must be a number >= 0, got {weights.coverage_power!r}; 2 is the default.")
     sparse_weight = weights.sparse * max(0.0, min(1.0, coverage)) ** weights.coverage_power
-    fused = rrf_fuse(
-        [[c.id for c in dense], [c.id for c in sparse]],
-        weights=[weights.dense, sparse_weight],
-        k=weights.rrf_k,
-    )
+    if weights.method == "rrf":
+        fused = rrf_fuse(
+            [[c.id for c in dense], [c.id for c in sparse]],
+            weights=[weights.dense, sparse_weight],
+            k=weights.rrf_k,
+        )
+    else:
+        fused = zscore_fuse(
+            [[(c.id, c.score) for c in dense], [(c.id, c.score) for c in sparse]],
+            weights=[weights.dense, sparse_weight],
+            floors=[None, 0.0],  # BM25 gives 0 to a chunk without any query term
+        )
     by_id: dict[str, RetrievedChunk] = {c.id: c for c in sparse}
     by_id.update({c.id: c for c in dense})
     dense_scores = {c.id: c.score for c in dense}

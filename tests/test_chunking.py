@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -501,21 +500,31 @@ def test_crlf_and_leading_whitespace_trimmed(minilm):
     assert [c.text for c in chunks] == ["第一段第一句。", "第一段第二句。", "第二段。"]
 
 
-# ---------------------------------------------------------------------- speed
+# ---------------------------------------------------------------------- work is linear (speed: benchmarks/chunker.py)
 
 
-def test_one_megabyte_in_a_few_seconds(minilm):
+def test_large_text_is_tokenized_about_once(minilm, monkeypatch):
+    """What the old timed test meant to check, without a clock: chunking a large mixed text does a
+    bounded amount of tokenizer work (about one pass, plus the chunks redone at window edges and the
+    chunks cut inside a word), so its cost grows linearly with the text."""
     zh = "自然语言处理是人工智能的一个重要方向。它研究如何让计算机理解人类的语言！"
     en = "Natural language processing (NLP) is a field of AI, e.g. it includes 3.14 and U.S. stuff. "
     para = (zh + en) * 3 + "\n"
-    text = (para + "\n" + "长句子没有标点" * 200 + "\n") * (1_000_000 // (len(para) + 1402))
-    assert len(text) > 900_000
+    text = (para + "\n" + "长句子没有标点" * 200 + "\n") * (300_000 // (len(para) + 1402))
+    assert len(text) > 250_000
     chunker = Chunker(minilm, max_tokens=384, overlap_tokens=32)
-    started = time.perf_counter()
+    tokenized = 0
+    real = chunker._encode
+
+    def counting(texts, offsets):
+        nonlocal tokenized
+        tokenized += sum(len(t) for t in texts)
+        return real(texts, offsets)
+
+    monkeypatch.setattr(chunker, "_encode", counting)
     chunks = chunker.split_text(text)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 15, f"1 MB took {elapsed:.1f} s"
+    assert tokenized < 1.3 * len(text), f"tokenized {tokenized / len(text):.2f}x the text"
     assert all(c.n_tokens <= 384 for c in chunks)
-    for c in chunks[::50]:
+    for c in chunks[::25]:
         assert c.text == text[c.start : c.end]
         assert c.n_tokens == n_tokens(minilm, c.text)

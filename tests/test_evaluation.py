@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -286,7 +287,9 @@ def test_hybrid_fusion_mutes_bm25_by_squared_coverage() -> None:
     sparse = [RetrievedChunk(i, i, 5.0) for i in "dc"]
 
     def order(coverage: float, **weights: float) -> str:
-        return "".join(r.id for r in fuse_hybrid(dense, sparse, HybridWeights(**weights), coverage))
+        # The RRF rule that was the default before z-score fusion (issue #13), still offered.
+        options: dict[str, Any] = {"dense": 1.0, "sparse": 1.0, "method": "rrf", "coverage_power": 2.0, **weights}
+        return "".join(r.id for r in fuse_hybrid(dense, sparse, HybridWeights(**options), coverage))
 
     assert order(0.0) == "abcd"  # BM25 sees nothing: the dense ranking exactly
     assert order(1.0) == "dcab"  # full coverage: plain RRF (d: 1/64 + 1/61 beats a: 1/61)
@@ -362,7 +365,12 @@ def test_sparse_index_follows_upsert_delete_and_reopen(tmp_path: Path, tiny_mode
     ids = rag.add_texts(["西湖龙井是绿茶。"], ids=["longjing"])
     rag.add_texts(["龙井茶产于杭州。"], ids=ids)  # an upsert replaces the text, BM25 included
     assert rag.delete(source="wall") == 1
-    sparse_file = index / "sparse_bm25.json"
+    sparse_dir = index / "sparse_bm25"
+
+    def saved_ids() -> set[str]:
+        from m3e_rag.sparse import SparseIndex
+
+        return SparseIndex.load(sparse_dir).ids()
 
     again = reopen(index, tiny_model_path)
     store_ids = set(again.store.all_ids())
@@ -370,19 +378,18 @@ def test_sparse_index_follows_upsert_delete_and_reopen(tmp_path: Path, tiny_mode
     assert again.search("长城", k=5, mode="sparse") == []
     assert [h.id for h in again.search("杭州", k=5, mode="sparse")] == ["longjing"]
     assert again.search("西湖", k=5, mode="sparse") == []
-    saved = json.loads(sparse_file.read_text(encoding="utf-8"))
-    assert set(saved["ids"]) == store_ids
+    assert saved_ids() == store_ids
 
-    sparse_file.unlink()  # missing: rebuilt from the store on open, and saved again
+    shutil.rmtree(sparse_dir)  # missing: rebuilt from the store on open, and saved again
     rebuilt = reopen(index, tiny_model_path)
-    assert set(rebuilt.sparse_index.ids()) == store_ids and sparse_file.exists()
+    assert set(rebuilt.sparse_index.ids()) == store_ids and saved_ids() == store_ids
     assert [h.source for h in rebuilt.search("竹子", k=1, mode="sparse")] == ["panda"]
 
-    sparse_file.write_bytes(b"\x00 not json {")  # corrupt: rebuilt, never a failed search
+    (sparse_dir / "CURRENT").write_bytes(b"\x00 not json {")  # corrupt: rebuilt, never a failed search
     healed = reopen(index, tiny_model_path)
     assert [h.source for h in healed.search("竹子", k=1, mode="hybrid")] == ["panda"]
     assert set(healed.sparse_index.ids()) == store_ids
-    assert set(json.loads(sparse_file.read_text(encoding="utf-8"))["ids"]) == store_ids
+    assert saved_ids() == store_ids
 
     # A stale file (another id set) is rebuilt too.
     stale = reopen(index, tiny_model_path)
@@ -401,6 +408,9 @@ def test_cjk_extension_b_round_trip_through_the_pipeline(tmp_path: Path, tiny_mo
     assert [h.source for h in hits] == ["extb"]
     assert hits[0].text == text and "\U00020000" in hits[0].text
     assert text[hits[0].metadata["start"] : hits[0].metadata["end"]] == hits[0].text
-    hybrid = reopen(index, tiny_model_path).search("𠀀", k=2, mode="hybrid")
-    assert hybrid[0].source == "extb" and hybrid[0].text == text
-    assert "𠀀" in (index / "sparse_bm25.json").read_text(encoding="utf-8")
+    hybrid = {h.source: h for h in reopen(index, tiny_model_path).search("𠀀", k=2, mode="hybrid")}
+    # Two chunks only: their order is the random-weight model's; the text must come back intact.
+    assert hybrid["extb"].text == text and hybrid["extb"].metadata["sparse_score"] > 0
+    from m3e_rag.sparse import SparseIndex
+
+    assert "𠀀" in SparseIndex.load(index / "sparse_bm25").terms(hits[0].id)

@@ -50,3 +50,27 @@ def test_llamaindex_query_engine(tmp_path: Path, bilingual_model_path: Path) -> 
     lines = proc.stdout.splitlines()
     assert lines[0] == "Q: What is the Eiffel Tower made of?"
     assert "eiffel_tower.md" in lines[1]
+
+
+def test_llamaindex_tutorial(tmp_path: Path, bilingual_model_path: Path) -> None:
+    """HF-style M3EEmbedding, M3EReader (GBK), M3ENodeParser, M3EVectorStore, filters, hybrid."""
+    persist = str(tmp_path / "store")
+    out = run_example("llamaindex_tutorial.py", "--persist-dir", persist, model=bilingual_model_path).stdout
+    sections = out.split("\nQ: ")
+    assert sections[0] == "Indexed 6 documents"
+    panda, only_md, hybrid = sections[1].splitlines(), sections[2].splitlines(), sections[3].splitlines()
+    assert "giant_panda_gbk.txt" in panda[1] and "竹子" in panda[1]  # the GBK file decoded and ranked first
+    assert len(only_md) == 3 and all(".md:" in line for line in only_md[1:])
+    assert "eiffel_tower.md" in hybrid[1]
+
+
+def test_langchain_tutorial_hf_and_chroma_style(tmp_path: Path, bilingual_model_path: Path) -> None:
+    db = tmp_path / "db"
+    (db / "stale").mkdir(parents=True)  # the tutorial starts from an empty database, as it says
+    proc = run_example("langchain_tutorial.py", "--persist-directory", str(db), model=bilingual_model_path)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "切分得到 3 个片段"
+    assert lines[1].startswith("[") and "] green_tea.txt@0: 绿茶的制作" in lines[1]
+    assert 0.0 <= float(lines[1][1:6]) <= 1.0  # a relevance score
+    assert lines[2].startswith("retriever: great_wall.md")
+    assert len(lines) == 4 and db.is_dir() and not (db / "stale").exists()

@@ -62,15 +62,17 @@ def bilingual_store(tmp_path: Path, bilingual_model_path: Path) -> M3EVectorStor
     return store
 
 
-def test_scores_are_cosine_and_filters_apply(bilingual_store: M3EVectorStore) -> None:
+def test_scores_follow_chroma_and_filters_apply(bilingual_store: M3EVectorStore) -> None:
+    # langchain_chroma.Chroma's convention: similarity_search_with_score returns the cosine DISTANCE
+    # (1 - cosine, lower is better); relevance scores are 1 - distance, here clamped to [0, 1].
     hits = bilingual_store.similarity_search_with_score("大熊猫吃什么？", k=5)
     assert hits[0][0].id == "zh-panda"
-    scores = [s for _, s in hits]
-    assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
+    distances = [s for _, s in hits]
+    assert distances == sorted(distances) and all(0.0 <= d <= 2.0 for d in distances)
     english = bilingual_store.similarity_search("大熊猫吃什么？", k=2, filter={"lang": "en"})
     assert [d.id for d in english] == ["en-panda", "en-wall"]
     rel = bilingual_store.similarity_search_with_relevance_scores("大熊猫吃什么？", k=1)
-    assert rel[0][1] == pytest.approx(scores[0], abs=1e-6)
+    assert rel[0][1] == pytest.approx(1.0 - distances[0], abs=1e-6)
 
 
 def test_hybrid_and_mmr(bilingual_store: M3EVectorStore) -> None:
@@ -107,4 +109,4 @@ def test_bad_inputs(tmp_path: Path, tiny_model_path: Path) -> None:
         store.similarity_search("熊猫", mode="fuzzy")
     retriever = M3ERetriever(vectorstore=store, k=2)
     with pytest.raises(InputError, match="Unknown search options"):
-        retriever.invoke("熊猫", top_k=3)
+        retriever.invoke("熊猫", topk=3)  # a typo; top_k itself is honoured as an alias of k

@@ -57,3 +57,43 @@ def test_vector_store_index_round_trip(bilingual_model_path: Path) -> None:
     assert "Eiffel" in nodes[0].node.get_content()
     answer = index.as_query_engine(llm=MockLLM()).query("大熊猫吃什么？")
     assert answer.source_nodes and "竹子" in answer.source_nodes[0].node.get_content()
+
+
+BGE_ZH = "为这个句子生成表示以用于检索相关文章："
+
+
+def test_query_instruction_reaches_the_model(tiny_model_path: Path) -> None:
+    """HuggingFaceEmbedding's query_instruction / text_instruction: the encoded text carries them."""
+    from m3e_rag import M3EEncoder
+
+    plain = M3EEncoder(str(tiny_model_path), query_prompt="", document_prompt="")
+    emb = M3EEmbedding(model_name=str(tiny_model_path), query_instruction=BGE_ZH, text_instruction="段落：")
+    assert emb.query_instruction == BGE_ZH and emb.encoder.query_prompt == BGE_ZH
+    np.testing.assert_allclose(emb.get_query_embedding("熊猫吃什么"), plain.encode_query(BGE_ZH + "熊猫吃什么"),
+                               atol=1e-5)
+    np.testing.assert_allclose(emb.get_text_embedding_batch(["竹子"])[0], plain.encode_documents(["段落：竹子"])[0],
+                               atol=1e-5)
+    assert not np.allclose(emb.get_query_embedding("熊猫吃什么"), plain.encode_query("熊猫吃什么"), atol=1e-3)
+    same = M3EEmbedding(model_name=str(tiny_model_path), query_prompt=BGE_ZH)
+    np.testing.assert_allclose(same.get_query_embedding("熊猫"), emb.get_query_embedding("熊猫"), atol=1e-6)
+
+
+def test_huggingface_embedding_arguments_are_honoured_or_refused(tiny_model_path: Path) -> None:
+    model = str(tiny_model_path)
+    emb = M3EEmbedding(model_name=model, max_length=512, normalize=False, embed_batch_size=8, cache_folder="/tmp/hf",
+                       trust_remote_code=False, device="cpu", show_progress_bar=True)
+    assert emb.encoder.normalize is False and emb.encoder.cache_folder == "/tmp/hf" and emb.encoder.device == "cpu"
+    assert np.linalg.norm(emb.get_query_embedding("熊猫")) != pytest.approx(1.0, abs=1e-3)
+    for kwargs, match in [
+        ({"pooling": "cls"}, "'pooling': M3E models are mean-pooled"),
+        ({"tokenizer_name": "bert"}, "'tokenizer_name'"),
+        ({"target_devices": ["cuda:0"]}, "'target_devices'"),
+        ({"max_length": 128}, "max_length=128.*512"),
+        ({"query_instruction": "a", "query_prompt": "b"}, "give one"),
+        ({"parallel_process": True, "device": "cpu"}, "multi_process=True is refused on CPU"),
+        ({"bogus": 1}, "'bogus'.*Accepted: backend"),
+    ]:
+        with pytest.raises(InputError, match=match):
+            M3EEmbedding(model_name=model, **kwargs)
+    with pytest.raises(InputError, match="'bogus'"):
+        emb.get_text_embedding_batch(["x"], bogus=True)

@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_public_api_is_small_and_pinned() -> None:
     from llama_index.embeddings import m3e as li_emb
+    from llama_index.node_parser import m3e as li_np
+    from llama_index.readers import m3e as li_read
     from llama_index.retrievers import m3e as li_ret
+    from llama_index.vector_stores import m3e as li_vs
 
     import langchain_m3e
     import m3e_rag
@@ -24,8 +27,10 @@ def test_public_api_is_small_and_pinned() -> None:
         "M3ERagError", "InputError", "ModelLoadError", "ModelMismatchError", "StoreError",
     ])
     assert all(getattr(m3e_rag, name) is not None for name in m3e_rag.__all__)
-    assert sorted(langchain_m3e.__all__) == ["M3EEmbeddings", "M3ERetriever", "M3EVectorStore"]
+    assert sorted(langchain_m3e.__all__) == ["M3EEmbeddings", "M3ERetriever", "M3ETextSplitter", "M3EVectorStore"]
     assert li_emb.__all__ == ["M3EEmbedding"] and li_ret.__all__ == ["M3ERetriever"]
+    assert li_vs.__all__ == ["M3EVectorStore"] and li_np.__all__ == ["M3ENodeParser"]
+    assert li_read.__all__ == ["M3EReader"]
 
 
 def test_import_is_light_and_offline() -> None:
@@ -41,7 +46,8 @@ def test_import_is_light_and_offline() -> None:
 
 def test_llama_index_levels_are_namespace_packages() -> None:
     base = ROOT / "integrations" / "llama_index"
-    for level in (base, base / "embeddings", base / "retrievers"):
+    for level in (base, *(base / sub for sub in ("embeddings", "retrievers", "vector_stores", "node_parser",
+                                                 "readers"))):
         assert not (level / "__init__.py").exists(), f"{level} must stay a namespace package"
     import llama_index.core
     import llama_index.embeddings.m3e
@@ -56,9 +62,13 @@ def test_wheel_contains_the_adapters_under_their_ecosystem_names(tmp_path: Path)
     wheel = next(tmp_path.glob("m3e_rag-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("m3e_rag/__init__.py", "m3e_rag/py.typed", "langchain_m3e/__init__.py",
-                     "llama_index/embeddings/m3e/__init__.py", "llama_index/retrievers/m3e/__init__.py"):
+                     "llama_index/embeddings/m3e/__init__.py", "llama_index/retrievers/m3e/__init__.py",
+                     "llama_index/vector_stores/m3e/__init__.py", "llama_index/vector_stores/m3e/py.typed",
+                     "llama_index/node_parser/m3e/__init__.py", "llama_index/readers/m3e/__init__.py"):
         assert required in names
     assert "llama_index/__init__.py" not in names and "llama_index/embeddings/__init__.py" not in names
+    for level in ("retrievers", "vector_stores", "node_parser", "readers"):
+        assert f"llama_index/{level}/__init__.py" not in names
     assert not any(n.startswith(("tests/", "integrations/", "examples/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "m3e-rag = m3e_rag.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

