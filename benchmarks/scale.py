@@ -189,7 +189,9 @@ for label, where in (("", None), ("_where_source", "source"), ("_where_lang", "l
             if j >= 2:
                 times.append(time.perf_counter() - t)
         out[mode + label] = pcts(times)
-out["search_process_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork+exec, so a child would report its parent's peak.
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]
+out["search_process_peak_rss_mib"] = round(int(hwm) / 1024, 1)
 print("RESULT " + json.dumps(out))
 """
 

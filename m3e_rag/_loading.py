@@ -41,8 +41,12 @@ def resolve_model_name(model_name: str | None) -> str:
             f"got {name!r}"
         )
     name = name.strip()
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        # One folder, one name: "./models/m3e-base" and its absolute path must open the same index.
+        return str(folder.resolve())
     spec = resolve_spec(name)
-    if spec is not None and not Path(name).expanduser().exists():
+    if spec is not None and not folder.exists():
         return spec.hub_id
     return name
 

@@ -47,11 +47,13 @@ position, rather than being silently altered (the loaders never produce them).
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
+import weakref
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice, pairwise
+from itertools import islice, pairwise, repeat
 from operator import le
 from typing import Any
 
@@ -77,6 +79,10 @@ _TERMINATOR_RE = re.compile(r"[。！？；…｡．!?;.]+|\n")
 #: Characters a chunk (or sentence) never starts with: closers, sentence ends, clause marks.
 _NO_START = frozenset("」』”’）)】》〉〗〕］]｝}»。！？；…｡．，、：,.;:!?")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+#: Characters a BERT WordPiece tokenizer always makes one token each (CJK ideographs of the basic,
+#: extension A and extension B blocks, and common CJK punctuation), whatever the vocabulary.
+_ONE_TOKEN_PUNCTUATION = "，。、；：？！「」『』（）《》〈〉【】“”‘’…—·"  # all Unicode P*: split off by BERT
+_ONE_TOKEN_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0002a6df" + _ONE_TOKEN_PUNCTUATION + "]+")
 _SPACE_RE = re.compile(r"\s*")
 _CLAUSE_RE = re.compile(r"[，、：；,:;]")
 _CJK_CLAUSE_MARKS = frozenset("，、：；")
@@ -381,17 +387,7 @@ class Chunker:
         A copy, because an encoder sharing the tokenizer may switch truncation on in between.
         """
         if self._backend_cache is None:
-            backend = getattr(self.tokenizer, "backend_tokenizer", None)
-            copy: Any = False
-            if backend is not None and hasattr(backend, "to_str"):
-                try:
-                    from tokenizers import Tokenizer
-
-                    copy = Tokenizer.from_str(backend.to_str())
-                    copy.no_truncation()
-                    copy.no_padding()
-                except Exception:  # noqa: BLE001 - any failure: use the tokenizer's own call
-                    copy = False
+            copy = _backend_copy(self.tokenizer)
             self._backend_cache = copy
             self._exact_bert = copy is not False and _is_bert_wordpiece(copy)
             if self._exact_bert:
@@ -437,6 +433,8 @@ class Chunker:
 
     def _index(self, text: str) -> _TokenIndex:
         """Tokenize the whole text once, in line-aligned segments, and index the token offsets."""
+        if self._backend() is not None and self._exact_bert:
+            return self._index_bert(text)
         cuts = _segment_cuts(text, _SEGMENT_CHARS)
         pieces = [text[a:b] for a, b in pairwise(cuts)]
         starts: list[int] = []
@@ -449,6 +447,45 @@ class Chunker:
             piece_starts, piece_ends = zip(*piece_offsets, strict=True)
             starts.extend(map(base.__add__, piece_starts) if base else piece_starts)
             ends.extend(map(base.__add__, piece_ends) if base else piece_ends)
+        return _TokenIndex(starts, ends, ids)
+
+    def _index_bert(self, text: str) -> _TokenIndex:
+        """Token offsets for a BERT WordPiece tokenizer, without tokenizing CJK ideographs.
+
+        BERT's normalizer isolates every CJK ideograph and its pre-tokenizer every punctuation
+        mark, and WordPiece turns a one-character word into one token (itself or ``[UNK]``): so each
+        character of :data:`_ONE_TOKEN_RE` is exactly one token, and only the runs between them (Latin
+        words, digits, other scripts) go through the tokenizer; they start and end at word
+        boundaries, so their tokens are those of the whole text.
+        """
+        starts: list[int] = []
+        ends: list[int] = []
+        ids: list[int] = []
+        parts: list[tuple[int, int, bool]] = []
+        pos = 0
+        for m in _ONE_TOKEN_RE.finditer(text):
+            a, b = m.span()
+            if a > pos:
+                parts.append((pos, a, False))
+            parts.append((a, b, True))
+            pos = b
+        if pos < len(text):
+            parts.append((pos, len(text), False))
+        gaps = self._encode([text[a:b] for a, b, fast in parts if not fast], offsets=True)
+        gap = iter(gaps)
+        for a, b, fast in parts:
+            if fast:
+                starts.extend(range(a, b))
+                ends.extend(range(a + 1, b + 1))
+                ids.extend(repeat(-1, b - a))
+                continue
+            piece_ids, piece_offsets = next(gap)
+            if not piece_offsets:
+                continue
+            ids.extend(piece_ids)
+            piece_starts, piece_ends = zip(*piece_offsets, strict=True)
+            starts.extend(map(a.__add__, piece_starts))
+            ends.extend(map(a.__add__, piece_ends))
         return _TokenIndex(starts, ends, ids)
 
     def _is_continuation(self, tokens: _TokenIndex, i: int) -> bool:
@@ -663,6 +700,38 @@ class Chunker:
         return out
 
 # ---------------------------------------------------------------------- text scanning helpers
+
+
+#: One private backend copy per tokenizer object (copying a 250k-piece vocabulary takes seconds),
+#: keyed weakly; rebuilt when the vocabulary size changes (tokens added).
+_BACKEND_COPIES: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = weakref.WeakKeyDictionary()
+_BACKEND_LOCK = threading.Lock()
+
+
+def _backend_copy(tokenizer: Any) -> Any:
+    """A copy of ``tokenizer``'s Rust backend with truncation and padding off, or ``False``."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "to_str"):
+        return False
+    try:
+        size = backend.get_vocab_size(with_added_tokens=True)
+        with _BACKEND_LOCK:
+            cached = _BACKEND_COPIES.get(tokenizer)
+        if cached is not None and cached[0] == size:
+            return cached[1]
+        from tokenizers import Tokenizer
+
+        copy = Tokenizer.from_str(backend.to_str())
+        copy.no_truncation()
+        copy.no_padding()
+    except Exception:  # noqa: BLE001 - any failure: use the tokenizer's own call
+        return False
+    try:
+        with _BACKEND_LOCK:
+            _BACKEND_COPIES[tokenizer] = (size, copy)
+    except TypeError:  # not weak-referenceable: no cache
+        pass
+    return copy
 
 
 def _is_bert_wordpiece(backend: Any) -> bool:

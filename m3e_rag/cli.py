@@ -35,13 +35,45 @@ EXIT_DAMAGED = 3
 EXIT_BUG = 1
 
 
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Show every option's default in ``--help`` unless its help text already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and "default" not in text.lower()
+            and default not in (None, False, argparse.SUPPRESS)
+            and not isinstance(default, list)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows defaults (used for every subcommand too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """Add an argument; an option given no help still shows its default."""
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None and action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            action.help = "(default: %(default)s)"
+        return action
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="m3e-rag", description="M3E retrieval over Chroma: ingest files, search them, evaluate retrieval."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log progress details and the model's loading bars to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser, index: bool = True) -> None:
         p.add_argument("--model", default=None, help="M3E alias, hub id or local folder (default: $M3E_MODEL)")
@@ -57,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_ingest.add_argument("paths", nargs="+", help="files or folders (walked recursively)")
     p_ingest.add_argument("--include", action="append", default=None, help="glob a file must match (repeatable)")
     p_ingest.add_argument("--exclude", action="append", default=None, help="glob that skips a file (repeatable)")
-    p_ingest.add_argument("--chunk-tokens", type=int, default=None, help="chunk budget in model tokens")
-    p_ingest.add_argument("--overlap-tokens", type=int, default=None, help="overlap between chunks in tokens")
+    p_ingest.add_argument("--chunk-tokens", type=int, default=None,
+                        help="chunk budget in model tokens (default: 256, within the model's window)")
+    p_ingest.add_argument("--overlap-tokens", type=int, default=None,
+                        help="overlap between chunks in tokens (default: 32, whole sentences)")
     p_ingest.add_argument(
         "--follow-symlinks", action="store_true",
         help="follow symbolic links that lead out of the given folders (default: skip and report them)",
@@ -78,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--where-document", default=None,
         help='document text filter as JSON, e.g. \'{"$contains": "熊猫"}\' ($not_contains, $regex, $and, $or too)',
     )
-    p_search.add_argument("--mode", default="dense", choices=["dense", "sparse", "hybrid"])
+    p_search.add_argument(
+        "--mode", default=None, choices=["dense", "sparse", "hybrid"],
+        help="dense (M3E), sparse (BM25) or hybrid (both, fused per query) (default: hybrid)",
+    )
     p_search.add_argument("--reranker", default=None, help=RERANKER_HELP)
     p_search.add_argument("--rerank-top-n", type=int, default=None,
                           help="candidates given to the reranker (default: max(20, k))")
@@ -98,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--modes", default="dense,sparse,hybrid", help="comma-separated (default: dense,sparse,hybrid)")
     p_eval.add_argument("-k", type=int, default=10, help="metric cutoff (default 10)")
     p_eval.add_argument("--limit", type=int, default=None, help="score only the first N queries (quick runs)")
-    p_eval.add_argument("--chunk-tokens", type=int, default=None, help="chunk budget in model tokens")
-    p_eval.add_argument("--overlap-tokens", type=int, default=None, help="overlap between chunks in tokens")
+    p_eval.add_argument("--chunk-tokens", type=int, default=None,
+                        help="chunk budget in model tokens (default: 256, within the model's window)")
+    p_eval.add_argument("--overlap-tokens", type=int, default=None,
+                        help="overlap between chunks in tokens (default: 32, whole sentences)")
     p_eval.add_argument("--index", default=None, help="index folder to build or reuse (default: a temporary one)")
     p_eval.add_argument("--model", default=None, help="M3E alias, hub id or local folder (default: $M3E_MODEL)")
     p_eval.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")

@@ -148,6 +148,8 @@ class ModelResult:
         licence / licence_url: the weights' licence as the registry knows it, else the folder's
             model card front matter, else ``unknown``.
         reused_index: the index was found complete and reused.
+        load_average: the machine's 1/5/15-minute load averages when the model finished (speed figures
+            taken with other work on the cores are slower than the model is).
         cached: this whole result was read back from the cache (not measured in this run).
         seconds: wall time of this model's run.
         error: why the model could not be measured (then the figures are empty).
@@ -172,6 +174,7 @@ class ModelResult:
     licence: str = "unknown"
     licence_url: str = ""
     reused_index: bool = False
+    load_average: list[float] | None = None
     cached: bool = False
     seconds: float = 0.0
     error: str | None = None
@@ -261,6 +264,9 @@ class Comparison:
             "embedding; RSS: peak per model worker; B/vector: float32 vector bytes. Speed and memory are "
             "this machine's."
         )
+        loads = [f"{r.label} {r.load_average[0]:.1f}" for r in self.results if r.load_average]
+        if loads:
+            lines.append(f"load average (1 min, {os.cpu_count()} CPUs) when each model finished: " + ", ".join(loads))
         if any(r.cached for r in self.results):
             lines.append(f"* read back from {self.cache_dir} (measured by an earlier run; --fresh to measure again)")
         return "\n".join(lines)
@@ -303,12 +309,25 @@ def _resolved_name(model: str) -> str:
     return str(local.resolve()) if local.exists() else name
 
 
-def _label(model: str, resolved: str) -> str:
+_GENERIC_FOLDERS = {"model", "models", "weights", "checkpoint", "snapshot", "main"}
+
+
+def _cache_name(model: str, resolved: str) -> str:
+    """The name part of a model's cache folder (kept stable: changing it orphans cached indexes)."""
     spec = spec_for(model) or spec_for(resolved)
     if spec is not None:
         return spec.alias
     path = Path(resolved)
     return path.name if path.exists() else model
+
+
+def _label(model: str, resolved: str) -> str:
+    """A short name for tables and plots: the alias, else the folder's name (with its parent's if generic)."""
+    name = _cache_name(model, resolved)
+    path = Path(resolved)
+    if path.exists() and (name.lower() in _GENERIC_FOLDERS or re.fullmatch(r"[0-9a-f]{12,}", name)):
+        return f"{path.parent.name}/{name}"
+    return name
 
 
 def _slug(text: str) -> str:
@@ -332,13 +351,13 @@ class _Slot:
         return self.folder / "index.json"
 
 
-def _slot(cache_dir: Path, resolved: str, label: str, corpus: str, queries: str, pairs: str | None,
+def _slot(cache_dir: Path, resolved: str, cache_name: str, corpus: str, queries: str, pairs: str | None,
           settings: CompareSettings) -> _Slot:
     index_key = _digest({"model": resolved, "corpus": corpus, "chunk_tokens": settings.chunk_tokens,
                          "overlap_tokens": settings.overlap_tokens, "backend": settings.backend})[:12]
     result_key = _digest({"index": index_key, "queries": queries, "pairs": pairs, "version": _RESULT_VERSION,
                           **{k: v for k, v in settings.to_dict().items() if k != "device"}})[:12]
-    folder = cache_dir / f"{_slug(label)}-{index_key}"
+    folder = cache_dir / f"{_slug(cache_name)}-{index_key}"
     return _Slot(folder, folder / f"result-{result_key}.json", folder / f"error-{result_key}.txt")
 
 
@@ -366,6 +385,13 @@ def _peak_rss_mib() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not available on this platform
+        return None
 
 
 def _folder_bytes(path: Path) -> int:
@@ -455,7 +481,9 @@ def run_model(
     resolved = _resolved_name(model)
     slot = _Slot(Path(folder), Path(folder) / "result.json", Path(folder) / "error.txt")
     slot.index.mkdir(parents=True, exist_ok=True)
-    rag = RAGPipeline(slot.index, model_name=model, **settings.pipeline_options())
+    # The resolved name (hub id, or absolute folder) is what the index records, so a relative and an
+    # absolute path to one folder open the same cached index.
+    rag = RAGPipeline(slot.index, model_name=resolved, **settings.pipeline_options())
     info, reused = _build_index(rag, task, slot, report_progress)
     report = evaluate(task, rag, settings.modes, k=settings.k, progress=report_progress)
     latency = _latency_ms(rag, [q.text for q in task.queries[: settings.latency_queries]], settings.k,
@@ -490,6 +518,7 @@ def run_model(
         licence=licence,
         licence_url=licence_url,
         reused_index=reused,
+        load_average=_load_average(),
         seconds=time.perf_counter() - started,
     )
 
@@ -611,10 +640,10 @@ def compare_models(
                             len(task.queries), len(task.corpus))
     for n, (model, name) in enumerate(zip(names, resolved, strict=True), 1):
         label = _label(model, name)
-        slot = _slot(cache, name, label, corpus_key, queries_key, pairs_key, settings)
+        slot = _slot(cache, name, _cache_name(model, name), corpus_key, queries_key, pairs_key, settings)
         cached = None if fresh else _read_json(slot.result)
         if isinstance(cached, dict):
-            result = replace(ModelResult.from_dict(cached), cached=True)
+            result = replace(ModelResult.from_dict(cached), cached=True, label=label)
             _say(show, verbose, f"[{n}/{len(names)}] {label}: read back from {slot.result}")
             comparison.results.append(result)
             continue
@@ -629,7 +658,7 @@ def compare_models(
             _run_in_worker(payload, slot)
             data = _read_json(slot.result)
             if isinstance(data, dict):
-                comparison.results.append(ModelResult.from_dict(data))
+                comparison.results.append(replace(ModelResult.from_dict(data), label=label))
             else:
                 error = slot.error.read_text(encoding="utf-8") if slot.error.exists() else "no result written"
                 comparison.results.append(ModelResult(model, label=label, resolved=name, error=error.strip()))
@@ -673,6 +702,7 @@ def plot_comparison(
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError as exc:
         raise MissingExtraError("matplotlib", "plot", "The comparison plot") from exc
     mode = check_mode(mode) if mode is not None else comparison.settings.modes[0]
@@ -692,6 +722,10 @@ def plot_comparison(
             ax.scatter([x], [y], s=40)
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.margins(x=0.25, y=0.15)
         ax.set_xlabel("passages indexed per second on this machine (log scale)")
         ax.set_ylabel(f"{mode} {metric}")
         ax.set_title(f"{comparison.task}: quality against speed", fontsize=10)

@@ -582,7 +582,7 @@ class RAGPipeline:
         *,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
-        mode: SearchMode = "dense",
+        mode: SearchMode | None = None,
         mmr: bool = False,
         fetch_k: int = 20,
         lambda_mult: float = 0.5,
@@ -603,7 +603,9 @@ class RAGPipeline:
                 ranking in every mode: BM25 scores only the matching chunks, so the one matching chunk
                 among thousands is still found.
             mode: ``dense`` (M3E cosine), ``sparse`` (BM25) or ``hybrid`` (both fused per query, see
-                :class:`~m3e_rag.retriever.HybridWeights`).
+                :class:`~m3e_rag.retriever.HybridWeights`). None (the default) is ``hybrid`` when the
+                pipeline keeps a BM25 index (``sparse=True``, the default), else ``dense``: hybrid
+                measured at or above dense on every evaluation set (``benchmarks/results/fusion.json``).
             mmr: diversify with maximal marginal relevance over ``fetch_k`` candidates.
             fetch_k: candidates fetched per ranking before fusion, MMR or reranking.
             lambda_mult: MMR trade-off, 1.0 relevance only, 0.0 diversity only.
@@ -627,7 +629,7 @@ class RAGPipeline:
             raise InputError(f"query must be a non-empty string, got {query!r:.80}.")
         check_k(k)
         check_k(fetch_k, "fetch_k")
-        mode = check_mode(mode)
+        mode = check_mode(mode) if mode is not None else ("hybrid" if self.use_sparse else "dense")
         if score_threshold is not None:
             score_threshold = _check_threshold(score_threshold)
         check_filters(where, where_document)  # a bad filter fails before the query is embedded

@@ -128,6 +128,17 @@ def _user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _same_model(recorded: str, current: str) -> bool:
+    """Whether two model names are one model: equal, or two spellings of one local folder."""
+    if recorded == current:
+        return True
+    try:
+        a, b = Path(recorded).expanduser(), Path(current).expanduser()
+        return a.is_dir() and b.is_dir() and a.resolve() == b.resolve()
+    except (OSError, ValueError):
+        return False
+
+
 class ChromaStore:
     """A Chroma collection guarded for one embedding model.
 
@@ -300,7 +311,7 @@ class ChromaStore:
                 f"Collection {self.collection_name!r} at {self._where()} was not created by m3e-rag (no model "
                 "recorded); use another collection name or index folder."
             )
-        if built_dim != self.dim or built_model != self.model_id:
+        if built_dim != self.dim or not _same_model(str(built_model), self.model_id):
             raise ModelMismatchError(
                 f"The index at {self._where()} (collection {self.collection_name!r}) was built with model "
                 f"{built_model!r} ({built_dim}-d), but you opened it with {self.model_id!r} ({self.dim}-d). "

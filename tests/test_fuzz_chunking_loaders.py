@@ -71,6 +71,37 @@ def test_chunker_on_arbitrary_unicode(tok, text, budget):
     check_invariants(tok, chunker, text, chunks)
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=any_text, budget=budgets)
+def test_chunker_on_arbitrary_unicode_with_a_unigram_tokenizer(unigram_tok, text, budget):
+    chunker = Chunker(unigram_tok, *budget)
+    check_invariants(unigram_tok, chunker, text, chunker.split_text(text))
+
+
+tricky = st.lists(
+    st.sampled_from(
+        list("中文字语言𠀀𪚥㐀，。、「」『』“”‘’…—·（）《》aébc\u0301\u0300 Z19\t\n\x00\u200b\u3000İßﬁ！？．～Ａ１한が")
+        + ["##", "hello", "unbelievable"]
+    ),
+    max_size=300,
+).map("".join)
+
+
+@FUZZ
+@given(text=tricky)
+def test_bert_shortcut_gives_the_tokenizers_own_offsets(tok, text):
+    """The BERT path does not tokenize CJK ideographs (one token each): same offsets as tokenizing all."""
+    fast = Chunker(tok, 16, 4)
+    fast._backend()
+    assert fast._exact_bert
+    full = Chunker(tok, 16, 4)
+    full._backend()
+    full._exact_bert = False
+    a, b = fast._index(text), full._index(text)
+    assert (a.starts, a.ends) == (b.starts, b.ends)
+    check_invariants(tok, fast, text, fast.split_text(text))
+
+
 @FUZZ
 @given(text=any_text, cuts=st.lists(st.integers(0, 600), max_size=6))
 def test_segmenting_a_stream_changes_nothing(tok, text, cuts):

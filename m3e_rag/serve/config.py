@@ -40,7 +40,10 @@ class ServeConfig:
             ``/v1/models``); empty means the model's base name and its full name.
         device: torch device (None: CUDA when available).
         backend: encoder backend (``torch``, ``onnx``, ``onnx-int8``).
-        batch_size: texts per forward pass inside a coalesced batch.
+        batch_size: texts per forward pass inside a coalesced batch (the batch is token-sorted first).
+            8, not the library's 32: with one text per request at concurrency 32 on the 2-core machine,
+            8 gave 1.35x the texts/s of 32 (benchmarks/results/serve-batchsize.json), and the encode
+            benchmark found batch 8 no slower than token-sorted 32 on an idle machine.
         on_overflow: inputs longer than the window: ``truncate``, ``warn`` (truncate and log) or ``error`` (400).
         index: embedded Chroma folder for ``/v1/search`` and ``/v1/ingest`` (None with no ``chroma_url``:
             embeddings and rerank only).
@@ -65,7 +68,7 @@ class ServeConfig:
     served_names: tuple[str, ...] = ()
     device: str | None = None
     backend: str = "torch"
-    batch_size: int = 32
+    batch_size: int = 8
     on_overflow: str = "warn"
     index: Path | None = None
     chroma_url: str | None = None
@@ -127,7 +130,8 @@ def add_serve_arguments(p: Any) -> None:
                    help="name clients send as `model` (repeatable; default: the model's base name)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"])
-    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="texts per forward pass within a coalesced batch (default 8)")
     p.add_argument("--on-overflow", default="warn", choices=["truncate", "warn", "error"],
                    help="inputs over the model's window: truncate, warn (truncate and log; default), error (400)")
     where = p.add_mutually_exclusive_group()

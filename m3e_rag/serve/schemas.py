@@ -85,7 +85,7 @@ class SearchRequest(_Strict):
 
     query: str
     k: int = Field(4, ge=1)
-    mode: Literal["dense", "sparse", "hybrid"] = "dense"
+    mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
     where: dict[str, Any] | None = Field(None, description='Chroma metadata filter, e.g. {"source": "a.md"}.')
     where_document: dict[str, Any] | None = Field(
         None, description='Chroma document filter, e.g. {"$contains": "熊猫"}.'
