@@ -629,9 +629,16 @@ class RAGPipeline:
             raise InputError(f"query must be a non-empty string, got {query!r:.80}.")
         check_k(k)
         check_k(fetch_k, "fetch_k")
-        mode = check_mode(mode) if mode is not None else ("hybrid" if self.use_sparse else "dense")
         if score_threshold is not None:
             score_threshold = _check_threshold(score_threshold)
+            if mode is None:
+                # A threshold is on the mode's scale; the default mode became hybrid, so a threshold
+                # written for cosine must not silently start filtering fused scores.
+                raise InputError(
+                    "score_threshold is on the search mode's scale (cosine for mode='dense', fused z-score units "
+                    "for 'hybrid', BM25 for 'sparse'); pass mode= with it, e.g. mode='dense' for a cosine threshold."
+                )
+        mode = check_mode(mode) if mode is not None else ("hybrid" if self.use_sparse else "dense")
         check_filters(where, where_document)  # a bad filter fails before the query is embedded
         query = self._bounded_query(query)  # before any tokenizer or BM25 work: the window is all that is read
         reranker = load_reranker(reranker) if reranker is not None else self.reranker

@@ -117,6 +117,20 @@ def test_ingest_streams_in_steps_and_spans_are_exact(tmp_path, tiny_model_path, 
 # ---------------------------------------------------------------- row: SIGINT swallowed
 
 
+@pytest.fixture
+def python_sigint_handler() -> Iterator[None]:
+    """Python's own SIGINT handler for the test (what a user's process has), the previous one restored.
+
+    In the whole suite another library can leave its own handler installed (asyncio runners install
+    one while they run); ingest defers Ctrl-C only under Python's default handler, by design.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("python_sigint_handler")
 def test_sigint_stops_after_the_current_step(tmp_path, tiny_model_path, monkeypatch):
     """Before: SIGINT was swallowed until the whole file was chunked. Now: the step in progress is
     committed, then IngestInterrupted (a KeyboardInterrupt) carries what was committed."""
@@ -147,6 +161,7 @@ def test_sigint_stops_after_the_current_step(tmp_path, tiny_model_path, monkeypa
     assert rag.store.count() == report.chunks_added + done.chunks_added
 
 
+@pytest.mark.usefixtures("python_sigint_handler")
 def test_cli_prints_the_committed_report_and_exits_130(tmp_path, tiny_model_path, monkeypatch, capsys):
     monkeypatch.setattr(pipeline_module, "INGEST_STEP_CHUNKS", 8)
     folder = tmp_path / "docs"

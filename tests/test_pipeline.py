@@ -113,10 +113,14 @@ def test_modes_threshold_and_mmr(tmp_path: Path, bilingual_model_path: Path) -> 
     for mode in ("dense", "sparse", "hybrid"):
         top = rag.search("大熊猫吃什么？", k=2, mode=mode)
         assert top[0].source is not None and top[0].source.endswith("giant_panda_gbk.txt"), mode
-    dense = rag.search("大熊猫吃什么？", k=6)
+    dense = rag.search("大熊猫吃什么？", k=6, mode="dense")
     cut = dense[2].score
-    assert all(h.score >= cut for h in rag.search("大熊猫吃什么？", k=6, score_threshold=cut))
-    assert len(rag.search("大熊猫吃什么？", k=6, score_threshold=cut)) == 3
+    assert all(h.score >= cut for h in rag.search("大熊猫吃什么？", k=6, mode="dense", score_threshold=cut))
+    assert len(rag.search("大熊猫吃什么？", k=6, mode="dense", score_threshold=cut)) == 3
+    with pytest.raises(InputError, match="pass mode= with it"):  # the default mode is hybrid: say the scale
+        rag.search("大熊猫吃什么？", k=6, score_threshold=cut)
+    default = rag.search("大熊猫吃什么？", k=6)
+    assert [h.id for h in default] == [h.id for h in rag.search("大熊猫吃什么？", k=6, mode="hybrid")]
     diverse = rag.search("大熊猫", k=3, mmr=True, fetch_k=6, lambda_mult=0.0)
     assert len({h.id for h in diverse}) == 3
     hybrid = rag.search("Eiffel 1889", k=1, mode="hybrid")[0]

@@ -302,6 +302,7 @@ class M3EVectorStore(VectorStore):
                 where_document: dict[str, Any] | None, kwargs: dict[str, Any], what: str) -> list[RetrievedChunk]:
         check_kwargs(f"M3EVectorStore.{what}", kwargs, (*_SEARCH_OPTIONS, "where"))
         where = _one("filter", filter, "where", kwargs.pop("where", None))
+        kwargs.setdefault("mode", "dense")  # a VectorStore's similarity search is vector similarity unless asked
         return self._pipe.search(query, k, where=where, where_document=where_document, **kwargs)
 
     def similarity_search_with_score(
