@@ -57,7 +57,7 @@ class RetrievedChunk:
         id: the chunk's id in the store (derived from source and text).
         text: the chunk text.
         score: higher is better. For dense search it is the cosine similarity in [-1, 1];
-            for sparse it is the BM25 score; for hybrid it is the fused (RRF) score.
+            for sparse it is the BM25 score; for hybrid it is the fused score (weighted per-query z-scores by default).
         metadata: stored metadata, including ``source``, ``start``, ``end`` and ``chunk_index``.
     """
 

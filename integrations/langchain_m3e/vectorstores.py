@@ -503,7 +503,7 @@ class M3ERetriever(BaseRetriever):
     k: int = Field(default=4, gt=0)
     """Number of documents to return."""
     mode: SearchMode = "dense"
-    """``dense`` (M3E), ``sparse`` (BM25) or ``hybrid`` (reciprocal-rank fusion)."""
+    """``dense`` (M3E), ``sparse`` (BM25) or ``hybrid`` (both, fused per query)."""
     filter: dict[str, Any] | None = None
     """Chroma metadata filter applied to every search."""
     where_document: dict[str, Any] | None = None

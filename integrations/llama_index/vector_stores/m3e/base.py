@@ -7,7 +7,7 @@ found by the CLI, and folders written by ``m3e-rag ingest`` are queryable here (
 write lock, BM25 index and filters-before-ranking are the engine's.
 
 Query modes: ``default`` (M3E cosine), ``sparse`` and ``text_search`` (BM25 over jieba tokens),
-``hybrid`` (weighted reciprocal-rank fusion), ``mmr`` (dense + maximal marginal relevance,
+``hybrid`` (dense and BM25 fused per query), ``mmr`` (dense + maximal marginal relevance,
 ``mmr_threshold`` is its lambda). Similarities follow the mode: cosine for default/mmr, BM25 score
 for sparse, the fused score for hybrid. ``alpha`` (hybrid only) sets the fusion weights for that
 query: ``dense=alpha, sparse=1-alpha`` (1 = vectors only, 0 = BM25 only), the pipeline's
