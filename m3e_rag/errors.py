@@ -15,6 +15,7 @@ __all__ = [
     "StoreError",
     "IndexDamagedError",
     "MissingExtraError",
+    "require_extra",
 ]
 
 
@@ -60,3 +61,17 @@ class MissingExtraError(M3ERagError, ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+def require_extra(module: str, package: str, extra: str, feature: str) -> None:
+    """Import ``module`` or raise :class:`MissingExtraError` naming ``pip install 'm3e-rag[extra]'``.
+
+    The framework adapters call it first thing, so a missing framework reads as one clear line
+    instead of a ModuleNotFoundError from deep inside.
+    """
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(package, extra, feature) from exc

@@ -7,15 +7,12 @@ Needs ``pip install 'm3e-rag[langchain]'``.
 
 from __future__ import annotations
 
-try:
-    import langchain_core  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised in a venv without the extra
-    raise ImportError(
-        "langchain_m3e needs langchain-core, which is not installed; run: pip install 'm3e-rag[langchain]'"
-    ) from exc
+from m3e_rag.errors import require_extra
 
-from .embeddings import M3EEmbeddings
-from .text_splitter import M3ETextSplitter
-from .vectorstores import M3ERetriever, M3EVectorStore
+require_extra("langchain_core", "langchain-core", "langchain", "langchain_m3e")
+
+from .embeddings import M3EEmbeddings  # noqa: E402 - after the extra check
+from .text_splitter import M3ETextSplitter  # noqa: E402 - after the extra check
+from .vectorstores import M3ERetriever, M3EVectorStore  # noqa: E402 - after the extra check
 
 __all__ = ["M3EEmbeddings", "M3EVectorStore", "M3ERetriever", "M3ETextSplitter"]

@@ -5,14 +5,10 @@ Needs ``pip install 'm3e-rag[llamaindex]'``.
 
 from __future__ import annotations
 
-try:
-    import llama_index.core  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised in a venv without the extra
-    raise ImportError(
-        "llama_index.vector_stores.m3e needs llama-index-core, which is not installed; "
-        "run: pip install 'm3e-rag[llamaindex]'"
-    ) from exc
+from m3e_rag.errors import require_extra
 
-from .base import M3EVectorStore
+require_extra("llama_index.core", "llama-index-core", "llamaindex", "llama_index.vector_stores.m3e")
+
+from .base import M3EVectorStore  # noqa: E402 - after the extra check
 
 __all__ = ["M3EVectorStore"]
