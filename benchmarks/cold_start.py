@@ -9,7 +9,10 @@ alternation (so machine load hits both sides of a comparison alike):
   real architecture and size), against the baseline "load the model with sentence-transformers and
   encode one query" (``SentenceTransformer(path).encode([q])``): seconds and the ratio;
 - the torch backend's load with and without the oneDNN packing (``M3E_RAG_ONEDNN=0``): seconds, ratio;
-- RSS after load and one query: sentence-transformers, the torch backend with oneDNN, without it;
+  packing waits for ``ONEDNN_AFTER_TOKENS`` (a query does not pack), so the first batch of 8 documents
+  (1,312 tokens) is timed too: with packing inside it against without packing at all;
+- RSS after load and one query, and after that first batch: sentence-transformers, the torch backend
+  with oneDNN, without it;
 - peak RSS of ingesting CMRC 2018 paragraphs with the m3e-base shape (``--ingest-paragraphs``, a
   shortened run by default: the peak is set by the model and one batch, not by the corpus length).
 
@@ -44,6 +47,7 @@ HEAVY = ("torch", "transformers", "sentence_transformers")
 RSS_CHILD = r"""
 import os, resource, sys, time
 mode, path = sys.argv[1], sys.argv[2]
+DOCS = ["大熊猫主要吃竹子，生活在中国西南的山区。The giant panda lives in the mountains of south-west China. " * 3] * 8
 def rss():
     return int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1]) / 1024
 t = time.perf_counter()
@@ -52,14 +56,25 @@ if mode == "st":
     model = SentenceTransformer(path, device="cpu")
     loaded = time.perf_counter()
     model.encode([QUERY])
+    queried = time.perf_counter()
+    after_query = rss()
+    model.encode(DOCS)
+    packed = 0
 else:
     os.environ["M3E_RAG_ONEDNN"] = "1" if mode == "torch-onednn" else "0"
     from m3e_rag import M3EEncoder
+    from m3e_rag._onednn import PackedLinear
     enc = M3EEncoder(path, device="cpu").load()
     loaded = time.perf_counter()
     enc.encode_query(QUERY)
+    queried = time.perf_counter()
+    after_query = rss()
+    enc.encode_documents(DOCS)
+    packed = sum(isinstance(m, PackedLinear) for m in enc._loaded().st.modules())
 import json
-print("RESULT " + json.dumps({"load_s": loaded - t, "rss_mib": rss(),
+print("RESULT " + json.dumps({"load_s": loaded - t, "query_s": queried - loaded, "rss_mib": after_query,
+                              "first_batch_s": time.perf_counter() - queried, "rss_after_batch_mib": rss(),
+                              "packed_layers": packed,
                               "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """.replace("QUERY", repr(QUERY))
 
@@ -147,7 +162,8 @@ def main() -> None:
         child_json(INGEST_CHILD, model, str(work / f"idx-{name}"), str(small))
     r = args.repeats
     runs: dict[str, list[float]] = {k: [] for k in ("python", "import", "help", "info", "search", "st_baseline",
-                                                    "load_onednn", "load_plain")}
+                                                    "load_onednn", "load_plain", "first_batch_onednn",
+                                                    "first_batch_plain")}
     for _ in range(r):
         runs["python"].append(wall([PY, "-c", "pass"]))
         runs["import"].append(wall([PY, "-c", "import m3e_rag"]))
@@ -157,14 +173,17 @@ def main() -> None:
         baseline = f"from sentence_transformers import SentenceTransformer\n" \
             f"SentenceTransformer({base!r}, device='cpu').encode([{QUERY!r}])"
         runs["st_baseline"].append(wall([PY, "-c", baseline]))
-        runs["load_onednn"].append(child_json(RSS_CHILD, "torch-onednn", base)["load_s"])
-        runs["load_plain"].append(child_json(RSS_CHILD, "torch-plain", base)["load_s"])
+        for mode in ("onednn", "plain"):
+            got = child_json(RSS_CHILD, f"torch-{mode}", base)
+            runs[f"load_{mode}"].append(got["load_s"])
+            runs[f"first_batch_{mode}"].append(got["first_batch_s"])
     result["seconds_median"] = {k: med(v) for k, v in runs.items()}
     result["seconds_all"] = {k: [round(x, 3) for x in v] for k, v in runs.items()}
     s = result["seconds_median"]
     result["ratios"] = {
         "search_fresh_process_over_st_load_and_encode": round(s["search"] / s["st_baseline"], 3),
         "onednn_load_over_plain_load": round(s["load_onednn"] / s["load_plain"], 3),
+        "onednn_first_batch_with_packing_over_plain": round(s["first_batch_onednn"] / s["first_batch_plain"], 3),
     }
     result["heavy_modules_imported"] = {
         "--help": heavy_modules("--help"),
@@ -172,6 +191,8 @@ def main() -> None:
     }
     rss = {mode: child_json(RSS_CHILD, mode, base) for mode in ("st", "torch-onednn", "torch-plain")}
     result["rss_after_load_and_one_query_mib"] = {m: round(v["rss_mib"], 1) for m, v in rss.items()}
+    result["rss_after_first_batch_mib"] = {m: round(v["rss_after_batch_mib"], 1) for m, v in rss.items()}
+    result["packed_layers_after_first_batch"] = {m: v["packed_layers"] for m, v in rss.items()}
     result["peak_rss_load_mib"] = {m: round(v["peak_mib"], 1) for m, v in rss.items()}
     result["ratios"]["torch_onednn_rss_over_st"] = round(rss["torch-onednn"]["rss_mib"] / rss["st"]["rss_mib"], 3)
     texts = cmrc_paragraphs(args.data, args.ingest_paragraphs)

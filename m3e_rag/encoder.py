@@ -47,6 +47,14 @@ DEFAULT_BATCH_SIZE = 32
 MAX_BATCH_ACTIVATION_BYTES = 24 * 2**20
 #: Set to ``0`` to keep torch's default CPU GEMM for the torch backend (see ``m3e_rag._onednn``).
 ONEDNN_ENV = "M3E_RAG_ONEDNN"
+#: The torch backend packs its Linear weights for oneDNN (CPU) once a process has asked for this many
+#: tokens, not at load. Packing costs about 0.3 s on the m3e-base shape (2 cores) and makes a forward
+#: pass 1.9-3.2x faster: it pays back after 82 query tokens or 470 document tokens
+#: (``benchmarks/cold_start.py``). Packing when that much work has arrived is the ski-rental rule:
+#: a one-shot ``m3e-rag search`` (one short query) never pays the 0.3 s nor the 60 MiB of packed
+#: weights, and an ingest or a server packs on its first real batch, at most about twice the cost of
+#: the best choice made in hindsight.
+ONEDNN_AFTER_TOKENS = 256
 #: Options every framework adapter exposes as fields and hands to the shared encoder unchanged.
 ADAPTER_OPTIONS: tuple[str, ...] = ("device", "batch_size", "normalize", "backend", "on_overflow", "trust_remote_code")
 #: Torch dtypes the model may run in (None/"float32" is the fp32 reference). Half precision is for CUDA only.
@@ -113,6 +121,7 @@ class _LoadedModel:
     dim: int
     prompts: dict[str, str]
     max_batch_tokens: int = 1 << 30
+    onednn_pending: bool = False  # pack the Linears for oneDNN once ONEDNN_AFTER_TOKENS have been asked for
     lock: threading.Lock = field(default_factory=threading.Lock)
     stats: EncodeStats = field(default_factory=EncodeStats)
 
@@ -382,7 +391,10 @@ class M3EEncoder:
         logger.info("Loaded %s (%d-d, window %d) on %s with backend %s", self.model_name, dim, max_len, device,
                     self.backend)
         prompts = {k: v for k, v in (getattr(st, "prompts", None) or {}).items() if isinstance(v, str)}
-        return _LoadedModel(self.model_name, path, st, runner, max_len, int(dim), prompts, _max_batch_tokens(st))
+        pending = (self.backend == "torch" and not self.multi_process and st.device.type == "cpu"
+                   and os.environ.get(ONEDNN_ENV, "1") != "0")
+        return _LoadedModel(self.model_name, path, st, runner, max_len, int(dim), prompts, _max_batch_tokens(st),
+                            onednn_pending=pending)
 
     def _make_runner(self, st: SentenceTransformer, path: Path) -> Any:
         if self.backend == "torch":
@@ -393,12 +405,7 @@ class M3EEncoder:
                 pool = st.start_multi_process_pool()
                 atexit.register(st.stop_multi_process_pool, pool)
                 return pool
-            if st.device.type == "cpu" and os.environ.get(ONEDNN_ENV, "1") != "0":
-                from ._onednn import use_onednn_linears
-
-                swapped = use_onednn_linears(st)
-                logger.debug("Routed %d Linear layers through oneDNN with packed weights", swapped)
-            return st
+            return st  # on CPU, oneDNN packing comes later: see ONEDNN_AFTER_TOKENS
         from .onnx_backend import build_onnx_runner
 
         return build_onnx_runner(st, path, quantize=self.backend == "onnx-int8")
@@ -636,6 +643,8 @@ class M3EEncoder:
             lengths = np.asarray(self.count_tokens(texts, prompt), dtype=np.int64)
             self._check_overflow(lengths, model)
             capped = np.minimum(lengths, model.max_seq_length)
+            if model.onednn_pending and model.stats.tokens + int(capped.sum()) >= ONEDNN_AFTER_TOKENS:
+                _pack_for_onednn(model)
             if self.multi_process:
                 out = np.asarray(
                     model.st.encode(texts, prompt=prompt or None, batch_size=batch_size, pool=model.runner,
@@ -691,6 +700,15 @@ class M3EEncoder:
 
 
 # ------------------------------------------------------------------------------------------ CPU speed helpers
+
+
+def _pack_for_onednn(model: _LoadedModel) -> None:
+    """Route the model's Linear layers through oneDNN with packed weights (once; caller holds the lock)."""
+    from ._onednn import use_onednn_linears
+
+    model.onednn_pending = False
+    swapped = use_onednn_linears(model.st)
+    logger.debug("Routed %d Linear layers through oneDNN with packed weights", swapped)
 
 
 def _progress(batches: list[np.ndarray], show: bool) -> Any:

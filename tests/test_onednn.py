@@ -27,3 +27,32 @@ def test_packed_model_encodes_like_the_original(tiny_model_path: Path) -> None:
     want = plain.encode(TEXTS, normalize_embeddings=True)
     got = packed.encode(TEXTS, normalize_embeddings=True)
     assert np.allclose(got, want, atol=1e-5)  # the pages released under the old weights were not in use
+
+
+def test_packing_waits_for_enough_work(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-shot query never pays for packing; the first call that brings ONEDNN_AFTER_TOKENS packs first."""
+    from m3e_rag import encoder as enc_mod
+    from m3e_rag.encoder import ONEDNN_AFTER_TOKENS, M3EEncoder
+
+    monkeypatch.setattr(enc_mod, "_MODELS", {})  # a model of its own, not one another test packed
+    monkeypatch.delenv(enc_mod.ONEDNN_ENV, raising=False)
+    encoder = M3EEncoder(str(tiny_model_path), device="cpu", backend="torch")
+    model = encoder._loaded()
+
+    def packed() -> int:
+        return sum(isinstance(m, PackedLinear) for m in model.st.modules())
+
+    query = encoder.encode_query("黑豹队的防守丢了多少分？")
+    assert model.onednn_pending and packed() == 0 and model.stats.tokens < ONEDNN_AFTER_TOKENS
+    docs = ["长城是中国古代的军事防御工程。The Great Wall is long. " * 4] * 8
+    assert sum(encoder.count_tokens(docs)) + model.stats.tokens >= ONEDNN_AFTER_TOKENS
+    got = encoder.encode_documents(docs)
+    assert not model.onednn_pending and packed() > 0
+    assert np.allclose(encoder.encode_query("黑豹队的防守丢了多少分？"), query, atol=1e-5)
+    monkeypatch.setattr(enc_mod, "_MODELS", {})
+    monkeypatch.setenv(enc_mod.ONEDNN_ENV, "0")
+    plain = M3EEncoder(str(tiny_model_path), device="cpu", backend="torch")
+    assert np.allclose(plain.encode_documents(docs), got, atol=1e-5)
+    assert not plain._loaded().onednn_pending and not any(
+        isinstance(m, PackedLinear) for m in plain._loaded().st.modules()
+    )
