@@ -494,15 +494,15 @@ class Chunker:
             if run not in cache:
                 missing[run] = None
         if missing:
-            for run, (run_ids, run_offsets) in zip(missing, self._encode(list(missing), offsets=True), strict=True):
-                cache[run] = (tuple(a for a, _ in run_offsets), tuple(b for _, b in run_offsets), tuple(run_ids))
-        for a, b, run in plan:
-            if run is None:
+            for key, (new_ids, new_offsets) in zip(missing, self._encode(list(missing), offsets=True), strict=True):
+                cache[key] = (tuple(x for x, _ in new_offsets), tuple(y for _, y in new_offsets), tuple(new_ids))
+        for a, b, part in plan:
+            if part is None:
                 starts.extend(range(a, b))
                 ends.extend(range(a + 1, b + 1))
                 ids.extend(repeat(-1, b - a))
                 continue
-            run_starts, run_ends, run_ids = cache[run]
+            run_starts, run_ends, run_ids = cache[part]
             if len(run_ids) == 1:
                 starts.append(a + run_starts[0])
                 ends.append(a + run_ends[0])
