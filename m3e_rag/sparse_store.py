@@ -148,7 +148,8 @@ class SparseFolder:
                 raise ValueError("ids.json or terms.json does not match its checksum")
             ids, terms = json.loads(ids_raw), json.loads(terms_raw)
             for name, value in (("ids", ids), ("terms", terms)):
-                if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                # str.__len__ raises TypeError on anything but a str: the check runs at C speed (1M ids)
+                if not isinstance(value, list) or not all(map(str.__len__, value)):
                     raise ValueError(f"{name} is not a list of non-empty strings")
             arrays = {name: np.load(snap / f"{name}.npy", mmap_mode="r", allow_pickle=False)
                       for name in ("doc_len", "ptr", "pos", "tf")}

@@ -59,6 +59,38 @@ def test_filtered_sparse_ranking_is_the_unfiltered_ranking_restricted(haystack: 
     assert filtered == [i for i in everything if i in allowed][:10]
 
 
+@pytest.mark.parametrize(
+    ("where", "k", "resolves_ids"),
+    [({"topic": "a"}, 10, False),                 # broad: the head of the ranking holds 10 allowed
+     ({"n": {"$gte": 140}}, 5, None),             # 11 of 151 allowed: either path, the same answer
+     ({"n": {"$in": [3, 77]}}, 5, None),          # 2 allowed
+     ({"topic": "b"}, 3, True)],                  # the needle alone: resolved ids, the exact slow path
+    ids=["broad", "tenth", "two", "needle"],
+)
+def test_filtered_sparse_walks_the_ranking_or_resolves_the_ids_with_one_result(
+    haystack: RAGPipeline, monkeypatch: pytest.MonkeyPatch, where: dict[str, object], k: int,
+    resolves_ids: bool | None,
+) -> None:
+    """Broad filters check the head of BM25's own ranking against the filter; narrow ones resolve the
+    allowed ids first. Both give the unfiltered ranking restricted to the allowed chunks, scores included."""
+    everything = haystack.search("竹子 第7篇", k=N_OTHERS + 1, mode="sparse")
+    allowed = {r.id for r in haystack.store.get(where=where, include_text=False)}
+    calls: list[object] = []
+    real = haystack.store.allowed_ids
+
+    def spy(*args: object, **kwargs: object) -> list[str] | None:
+        calls.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(haystack.store, "allowed_ids", spy)
+    monkeypatch.setattr("m3e_rag.pipeline.SPARSE_VERIFY_ROUNDS", (2, 4))  # heads of 2k and 4k on 151 texts
+    got = haystack.search("竹子 第7篇", k=k, mode="sparse", where=where)  # type: ignore[arg-type]
+    want = [h for h in everything if h.id in allowed][:k]
+    assert [(h.id, round(h.score, 5)) for h in got] == [(h.id, round(h.score, 5)) for h in want]
+    if resolves_ids is not None:
+        assert bool(calls) is resolves_ids
+
+
 def test_filters_matching_nothing_give_nothing_in_every_mode(haystack: RAGPipeline) -> None:
     for mode in ("dense", "sparse", "hybrid"):
         assert haystack.search("竹子", k=3, mode=mode, where={"topic": "zzz"}) == []  # type: ignore[arg-type]
