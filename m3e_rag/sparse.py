@@ -523,9 +523,9 @@ class SparseIndex:
         if len(pos) and (int(pos.min()) < 0 or int(pos.max()) >= len(ids)):
             raise ValueError("a posting points outside the chunk positions")
         index._ids = ids
-        index._position = dict(zip(ids, range(len(ids))))  # twice as fast as a comprehension at 1M ids
+        index._position = {chunk_id: i for i, chunk_id in enumerate(ids)}
         index._terms = terms
-        index._vocab = dict(zip(terms, range(len(terms))))
+        index._vocab = {term: i for i, term in enumerate(terms)}
         if len(index._position) != len(ids) or len(index._vocab) != len(terms):
             raise ValueError("duplicate ids or terms")
         index._doc_len = _Grow(np.int32, doc_len)
