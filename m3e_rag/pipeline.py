@@ -710,13 +710,14 @@ class RAGPipeline:
     ) -> list[RetrievedChunk]:
         """BM25 top-``depth``, ranked among the chunks the filters allow (exact, never post-filtered).
 
-        With a filter, BM25's unfiltered ranking is first walked in score order and its head checked
-        against the filter in one store lookup (:data:`SPARSE_VERIFY_ROUNDS`): when the head holds
+        With a metadata filter, BM25's unfiltered ranking is first walked in score order, its head
+        fetched by id and the filter evaluated on it (:data:`SPARSE_VERIFY_ROUNDS`): when the head holds
         ``depth`` allowed chunks, or the ranking ends inside it, those are exactly the filtered top
         (filtered and unfiltered BM25 scores are equal: document frequencies count the whole index).
         That is what a broad filter (half of the chunks) needs: resolving the ids it allows first cost
-        2.4 s at 1M chunks (``benchmarks/scale.py``). A narrow filter falls through to that exact
-        path, where the allowed ids are few and cheap.
+        2.4 s at 1M chunks (``benchmarks/scale.py``). A narrow filter, a document filter or a record the
+        evaluator cannot decide falls through to that exact path, where the allowed ids are resolved
+        by Chroma.
         """
         if where or where_document:
             verified = self._sparse_verified(query, depth, where, where_document)
@@ -735,7 +736,16 @@ class RAGPipeline:
     def _sparse_verified(
         self, query: str, depth: int, where: Mapping[str, Any] | None, where_document: Mapping[str, Any] | None
     ) -> list[RetrievedChunk] | None:
-        """The filtered BM25 top-``depth`` from the head of the unfiltered ranking, or None if the head is short."""
+        """The filtered BM25 top-``depth`` from the head of the unfiltered ranking; None to take the exact path.
+
+        The head's records are fetched by id and the metadata filter evaluated on them
+        (:func:`m3e_rag._where.match_where`); a document filter, a record it cannot decide, or a head
+        too short sends the search to the exact path.
+        """
+        from ._where import match_where
+
+        if where_document or not where:
+            return None
         for factor in SPARSE_VERIFY_ROUNDS:
             budget = depth * factor
             if budget > SPARSE_VERIFY_MAX_IDS:
@@ -743,12 +753,21 @@ class RAGPipeline:
             ranked = self.sparse_index.search(query, budget)
             if not ranked:
                 return []
-            records = {r.id: r for r in self.store.get(ids=[cid for cid, _ in ranked], where=where,
-                                                       where_document=where_document)}
-            kept = [(cid, score) for cid, score in ranked if cid in records]
-            if len(kept) >= depth or len(ranked) < budget:
-                return [RetrievedChunk(cid, records[cid].text, score, records[cid].metadata)
-                        for cid, score in kept[:depth]]
+            records = {r.id: r for r in self.store.get(ids=[cid for cid, _ in ranked])}
+            kept: list[RetrievedChunk] = []
+            for cid, score in ranked:
+                record = records.get(cid)
+                if record is None:
+                    continue  # written to BM25, not (yet) to the store: not a result either way
+                verdict = match_where(where, record.metadata)
+                if verdict is None:
+                    return None
+                if verdict:
+                    kept.append(RetrievedChunk(cid, record.text, score, record.metadata))
+                    if len(kept) == depth:
+                        return kept
+            if len(ranked) < budget:
+                return kept  # the whole ranking was walked
             if len(kept) * SPARSE_VERIFY_ROUNDS[-1] < depth * factor:
                 return None  # too selective for the next round as well: resolve the allowed ids instead
         return None
