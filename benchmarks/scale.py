@@ -303,7 +303,8 @@ def run_backend(kind: str, sizes: list[int], model: Path, data: Path | None, wor
         row.update(cold_search(index, model, url, data, n, queries, env))
         if url is None:
             row["bytes_per_chunk_total"] = round(du(index) / n, 1)
-            row["bytes_per_chunk_bm25"] = round(du(index / "sparse_bm25") / n, 1)
+            # the BM25 folder is named after the collection (sparse_bm25-<collection>)
+            row["bytes_per_chunk_bm25"] = round(sum(du(p) for p in index.glob("sparse_bm25*")) / n, 1)
         else:
             cache = Path(env["M3E_RAG_SPARSE_CACHE"])
             row["bytes_per_chunk_bm25"] = round(du(cache) / n, 1)
