@@ -58,9 +58,8 @@ ONEDNN_ENV = "M3E_RAG_ONEDNN"
 #: tokens, not at load. Packing costs about 0.3 s on the m3e-base shape (2 cores) and makes a forward
 #: pass 1.9-3.2x faster: it pays back after 82 query tokens or 470 document tokens
 #: (``benchmarks/cold_start.py``). Packing when that much work has arrived is the ski-rental rule:
-#: a one-shot ``m3e-rag search`` (one short query) never pays the 0.3 s nor the 60 MiB of packed
-#: weights, and an ingest or a server packs on its first real batch, at most about twice the cost of
-#: the best choice made in hindsight.
+#: a one-shot ``m3e-rag search`` (one short query) never pays the 0.3 s, and an ingest or a server
+#: packs on its first real batch, at most about twice the cost of the best choice made in hindsight.
 ONEDNN_AFTER_TOKENS = 256
 #: Options every framework adapter exposes as fields and hands to the shared encoder unchanged.
 ADAPTER_OPTIONS: tuple[str, ...] = ("device", "batch_size", "normalize", "backend", "on_overflow", "trust_remote_code")
@@ -715,9 +714,9 @@ class M3EEncoder:
 def _trim_heap() -> None:
     """Give the C heap's free pages back to the kernel between batches (glibc ``malloc_trim``; else nothing).
 
-    Batches of different shapes free activations of different sizes; glibc keeps them, and an ingest of
-    CMRC 2018 on the m3e-base shape peaked 130 MiB higher for it (1,087 MiB against 959 MiB when every
-    block is returned at once). Trimming once per batch (not per layer: the layers of one batch reuse the
+    Batches of different shapes free activations of different sizes and glibc keeps them: an ingest of
+    60 CMRC 2018 paragraphs on the m3e-base shape peaked at 1,204 MiB without trimming and at
+    1,091-1,129 MiB with it (same process otherwise). Trimming once per batch (not per layer: the layers of one batch reuse the
     same sizes) costs a few milliseconds of page faults against a forward pass of hundreds; batches
     under :data:`TRIM_AFTER_PADDED_TOKENS` padded tokens (queries) skip it.
     """
