@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from m3e_rag import sparse
@@ -458,3 +459,30 @@ def test_term_coverage_measures_what_bm25_can_see() -> None:
     index.delete(["en1"])
     assert index.term_coverage("Eiffel") == 0.0
     assert SparseIndex().term_coverage("anything") == 0.0
+
+
+def test_a_batched_upsert_builds_the_index_one_chunk_at_a_time_would() -> None:
+    """upsert_terms of many ids (a log replay) takes a numpy path; it must leave the same index."""
+    import random
+
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(60)] + ["熊猫", "竹子", "长城"]
+    docs = {f"id{i}": [rng.choice(words) for _ in range(rng.randint(0, 12))] for i in range(300)}
+    later = {f"id{i}": [rng.choice(words) for _ in range(rng.randint(1, 9))] for i in range(0, 300, 7)}
+    later |= {f"new{i}": [rng.choice(words + ["fresh", "新词"]) for _ in range(5)] for i in range(40)}
+    batched, single = SparseIndex(), SparseIndex()
+    batched.upsert_terms(list(docs), list(docs.values()))
+    batched.upsert_terms(list(later), list(later.values()))  # replaces held ids, adds new terms
+    for chunk_id, terms in [*docs.items(), *later.items()]:
+        single.upsert_terms([chunk_id], [terms])
+    for index in (batched, single):
+        index.delete(["id3", "new5"])
+    assert batched.ids() == single.ids() and batched.fingerprint == single.fingerprint
+    for chunk_id in sorted(batched.ids()):
+        assert sorted(batched.terms(chunk_id)) == sorted(single.terms(chunk_id))
+    for query in ("w1 w2 熊猫", "fresh 新词 w59", "竹子 长城 w0 w0"):
+        assert batched.search(query, 50) == single.search(query, 50)
+    a, b = batched.block(), single.block()  # folded: the same arrays
+    assert a["ids"] == b["ids"] and a["terms"] == b["terms"]
+    for name in ("doc_len", "ptr", "pos", "tf"):
+        assert np.array_equal(a[name], b[name]), name
