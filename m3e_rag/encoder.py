@@ -716,9 +716,10 @@ def _trim_heap() -> None:
 
     Batches of different shapes free activations of different sizes and glibc keeps them: an ingest of
     60 CMRC 2018 paragraphs on the m3e-base shape peaked at 1,204 MiB without trimming and at
-    1,091-1,129 MiB with it (same process otherwise). Trimming once per batch (not per layer: the layers of one batch reuse the
-    same sizes) costs a few milliseconds of page faults against a forward pass of hundreds; batches
-    under :data:`TRIM_AFTER_PADDED_TOKENS` padded tokens (queries) skip it.
+    1,091-1,129 MiB with it (same process otherwise). Trimming once per batch (not per layer: the
+    layers of one batch reuse the same sizes) costs a few milliseconds of page faults against a
+    forward pass of hundreds; batches under :data:`TRIM_AFTER_PADDED_TOKENS` padded tokens (queries)
+    skip it.
     """
     trim = _MALLOC_TRIM[0]
     if trim is None:
