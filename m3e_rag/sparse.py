@@ -396,14 +396,11 @@ class SparseIndex:
     def _add(self, chunk_id: str, tokens: Sequence[str]) -> None:
         """Append one chunk at a new position, killing its old one (lock held)."""
         self._kill(chunk_id)
-        vocab, table = self._vocab, self._terms
+        vocab, number_of = self._vocab, self._new_term
         counts: dict[int, int] = {}
         for token, count in Counter(tokens).items():  # counted in C; one dict lookup per distinct term
             number = vocab.get(token)
-            if number is None:
-                number = vocab[token] = len(table)
-                table.append(token)
-            counts[number] = count
+            counts[number_of(token) if number is None else number] = count
         position = len(self._ids)
         self._ids.append(chunk_id)
         self._position[chunk_id] = position
@@ -418,6 +415,12 @@ class SparseIndex:
             lists[0].append(position)
             lists[1].append(tf)
 
+    def _new_term(self, token: str) -> int:
+        """Number a term not in the table yet (lock held)."""
+        number = self._vocab[token] = len(self._terms)
+        self._terms.append(token)
+        return number
+
     def _add_batch(self, ids: Sequence[str], terms: Sequence[Sequence[str]]) -> None:
         """:meth:`_add` for many distinct ids at once, the same index in the end (lock held).
 
@@ -427,17 +430,14 @@ class SparseIndex:
         """
         for chunk_id in ids:
             self._kill(chunk_id)
-        vocab, table = self._vocab, self._terms
+        vocab = self._vocab
         flat = [token for tokens in terms for token in tokens]
         numbers = [vocab.get(token, -1) for token in flat]
         if -1 in numbers:
             for i, (token, known) in enumerate(zip(flat, numbers, strict=True)):
                 if known == -1:
-                    found = vocab.get(token)
-                    if found is None:
-                        found = vocab[token] = len(table)
-                        table.append(token)
-                    numbers[i] = found
+                    found = vocab.get(token)  # a term new in this batch may have been numbered already
+                    numbers[i] = self._new_term(token) if found is None else found
         start = len(self._ids)
         lengths = np.fromiter(map(len, terms), dtype=np.int64, count=len(terms))
         self._ids.extend(ids)
@@ -447,7 +447,7 @@ class SparseIndex:
         self._total_len += int(lengths.sum())
         if not flat:
             return
-        width = len(table)
+        width = len(self._terms)
         keys = np.repeat(np.arange(len(ids), dtype=np.int64), lengths) * width + np.asarray(numbers, dtype=np.int64)
         unique, tfs = np.unique(keys, return_counts=True)  # sorted by position, then term
         positions, term_numbers = unique // width + start, unique % width
