@@ -266,6 +266,9 @@ class SparseIndex:
         self._tf: np.ndarray = np.zeros(0, dtype=np.uint16)
         # Delta over positions >= _base_end: term -> ([positions], [tfs]).
         self._delta: dict[int, tuple[list[int], list[int]]] = {}
+        # Segments over positions >= _base_end written by batched adds: (term numbers ascending,
+        # positions, term frequencies), each a numpy array; folded with the delta by compact().
+        self._segments: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._fingerprint: str | None = None
 
     # ----------------------------------------------------------------- introspection
@@ -323,6 +326,10 @@ class SparseIndex:
                             if p == position:
                                 numbers.append(number)
                                 tfs.append(n)
+                for seg_terms, seg_pos, seg_tf in self._segments:
+                    hits = np.flatnonzero(seg_pos == position)
+                    numbers += seg_terms[hits].tolist()
+                    tfs += seg_tf[hits].tolist()
             else:  # scan the block: an introspection call, O(postings)
                 hits = np.flatnonzero(self._pos == position)
                 numbers = (np.searchsorted(self._ptr, hits, side="right") - 1).tolist()
@@ -382,7 +389,11 @@ class SparseIndex:
         """
         ids, terms = _check_pairs(ids, terms, "terms")
         for chunk_id, tokens in zip(ids, terms, strict=True):
-            if isinstance(tokens, str) or not all(isinstance(t, str) and t for t in tokens):
+            try:  # str.__len__ refuses anything but a str, at C speed (a log replay checks 1M terms)
+                ok = not isinstance(tokens, str) and all(map(str.__len__, tokens))
+            except TypeError:
+                ok = False
+            if not ok:
                 raise InputError(f"the terms of {chunk_id!r} must be a list of non-empty strings")
         with self._lock:
             if len(ids) >= _BATCH_ADD_MIN and len(set(ids)) == len(ids):
@@ -424,20 +435,18 @@ class SparseIndex:
     def _add_batch(self, ids: Sequence[str], terms: Sequence[Sequence[str]]) -> None:
         """:meth:`_add` for many distinct ids at once, the same index in the end (lock held).
 
-        Term frequencies are counted with numpy over (position, term) keys and the delta is extended once
-        per distinct term of the batch instead of once per posting: a log replay of 24,270 chunks at 1M
-        took 1.4 s one chunk at a time (``benchmarks/scale.py`` open time).
+        Term frequencies are counted with numpy over (position, term) keys and the batch's postings are
+        kept as one term-sorted segment (no Python work per posting or per term): a log replay of 24,270
+        chunks at 1M took 1.4 s one chunk at a time (``benchmarks/scale.py`` open time).
         """
         for chunk_id in ids:
             self._kill(chunk_id)
         vocab = self._vocab
         flat = [token for tokens in terms for token in tokens]
         numbers = [vocab.get(token, -1) for token in flat]
-        if -1 in numbers:
-            for i, (token, known) in enumerate(zip(flat, numbers, strict=True)):
-                if known == -1:
-                    found = vocab.get(token)  # a term new in this batch may have been numbered already
-                    numbers[i] = self._new_term(token) if found is None else found
+        for i in [i for i, known in enumerate(numbers) if known == -1]:
+            found = vocab.get(flat[i])  # a term new in this batch may have been numbered already
+            numbers[i] = self._new_term(flat[i]) if found is None else found
         start = len(self._ids)
         lengths = np.fromiter(map(len, terms), dtype=np.int64, count=len(terms))
         self._ids.extend(ids)
@@ -453,17 +462,7 @@ class SparseIndex:
         positions, term_numbers = unique // width + start, unique % width
         order = np.argsort(term_numbers, kind="stable")  # by term, positions still ascending within each
         term_numbers, positions, tfs = term_numbers[order], positions[order], tfs[order]
-        cuts = np.flatnonzero(np.diff(term_numbers)) + 1
-        bounds = [0, *cuts.tolist(), len(term_numbers)]
-        pos_list, tf_list, numbers_at = positions.tolist(), tfs.tolist(), term_numbers[bounds[:-1]].tolist()
-        delta = self._delta
-        for number, lo, hi in zip(numbers_at, bounds[:-1], bounds[1:], strict=True):
-            lists = delta.get(number)
-            if lists is None:
-                delta[number] = (pos_list[lo:hi], tf_list[lo:hi])
-            else:
-                lists[0].extend(pos_list[lo:hi])
-                lists[1].extend(tf_list[lo:hi])
+        self._segments.append((term_numbers, positions.astype(np.int32), tfs.astype(np.uint16)))
 
     def _kill(self, chunk_id: str) -> bool:
         position = self._position.pop(chunk_id, None)
@@ -525,6 +524,14 @@ class SparseIndex:
                 d_terms.append(np.full(len(positions), number, dtype=np.int32))
                 d_pos.append(np.asarray(positions, dtype=np.int64))
                 d_tf.append(np.asarray(tfs, dtype=np.uint16))
+            for seg_terms, seg_pos, seg_tf in self._segments:
+                d_terms.append(seg_terms.astype(np.int32))
+                d_pos.append(seg_pos.astype(np.int64))
+                d_tf.append(seg_tf)
+            if len(d_terms) > 1:  # delta and segments interleave in time: positions ascending per term
+                d_terms, d_pos, d_tf = [np.concatenate(d_terms)], [np.concatenate(d_pos)], [np.concatenate(d_tf)]
+                order = np.lexsort((d_pos[0], d_terms[0]))
+                d_terms, d_pos, d_tf = [d_terms[0][order]], [d_pos[0][order]], [d_tf[0][order]]
             terms = np.concatenate([base_terms, *d_terms]) if d_terms else base_terms
             pos64 = np.concatenate([base_pos.astype(np.int64), *d_pos]) if d_pos else base_pos.astype(np.int64)
             tf = np.concatenate([base_tf, *d_tf]) if d_tf else base_tf
@@ -550,6 +557,7 @@ class SparseIndex:
             self._alive = _Grow(np.bool_, np.ones(len(keep_positions), dtype=bool))
             self._base_end = len(self._ids)
             self._delta = {}
+            self._segments = []
 
     def block(self) -> dict[str, Any]:
         """Fold, then return the index's arrays and tables (what :mod:`m3e_rag.sparse_store` saves)."""
@@ -614,6 +622,11 @@ class SparseIndex:
         if lists is not None:
             parts_pos.append(np.asarray(lists[0], dtype=np.int32))
             parts_tf.append(np.asarray(lists[1], dtype=np.float32))
+        for seg_terms, seg_pos, seg_tf in self._segments:
+            lo, hi = np.searchsorted(seg_terms, number, "left"), np.searchsorted(seg_terms, number, "right")
+            if hi > lo:
+                parts_pos.append(seg_pos[lo:hi])
+                parts_tf.append(seg_tf[lo:hi].astype(np.float32))
         if not parts_pos:
             return _EMPTY_I32, _EMPTY_F32
         positions = np.concatenate(parts_pos) if len(parts_pos) > 1 else parts_pos[0]

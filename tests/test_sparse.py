@@ -472,13 +472,18 @@ def test_a_batched_upsert_builds_the_index_one_chunk_at_a_time_would() -> None:
     later |= {f"new{i}": [rng.choice(words + ["fresh", "新词"]) for _ in range(5)] for i in range(40)}
     batched, single = SparseIndex(), SparseIndex()
     batched.upsert_terms(list(docs), list(docs.values()))
-    batched.upsert_terms(list(later), list(later.values()))  # replaces held ids, adds new terms
+    singles = list(later.items())[:5]  # one at a time, between two batches: delta and segments interleave
+    for chunk_id, terms in singles:
+        batched.upsert_terms([chunk_id], [terms])
+    rest = dict(list(later.items())[5:])
+    batched.upsert_terms(list(rest), list(rest.values()))  # replaces held ids, adds new terms
     for chunk_id, terms in [*docs.items(), *later.items()]:
         single.upsert_terms([chunk_id], [terms])
     for index in (batched, single):
         index.delete(["id3", "new5"])
+    assert batched._segments, "the batched path was not taken"
     assert batched.ids() == single.ids() and batched.fingerprint == single.fingerprint
-    for chunk_id in sorted(batched.ids()):
+    for chunk_id in sorted(batched.ids()):  # before folding: read back from the segments and the delta
         assert sorted(batched.terms(chunk_id)) == sorted(single.terms(chunk_id))
     for query in ("w1 w2 熊猫", "fresh 新词 w59", "竹子 长城 w0 w0"):
         assert batched.search(query, 50) == single.search(query, 50)
