@@ -11,8 +11,6 @@ Only the encoder imports this module, and only for a CPU model with ``backend="t
 
 from __future__ import annotations
 
-import sys
-
 import torch
 
 __all__ = ["PackedLinear", "onednn_available", "use_onednn_linears"]
@@ -85,7 +83,10 @@ def _release_pages(tensor: torch.Tensor) -> None:
     tensor's bytes are released, and only while the tensor is still referenced here, so no live data
     shares them. Best effort.
     """
-    if sys.platform != "linux" or tensor.device.type != "cpu" or tensor.is_mkldnn:
+    from ._libc import libc
+
+    lib = libc()  # None off Linux
+    if lib is None or tensor.device.type != "cpu" or tensor.is_mkldnn:
         return
     try:
         import ctypes
@@ -97,7 +98,6 @@ def _release_pages(tensor: torch.Tensor) -> None:
         first = (start + page - 1) // page * page
         last = end // page * page
         if last > first:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
+            lib.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
     except (OSError, AttributeError, ValueError):
         pass

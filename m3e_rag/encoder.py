@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -721,22 +720,11 @@ def _trim_heap() -> None:
     forward pass of hundreds; batches under :data:`TRIM_AFTER_PADDED_TOKENS` padded tokens (queries)
     skip it.
     """
-    trim = _MALLOC_TRIM[0]
-    if trim is None:
-        trim = False
-        if sys.platform == "linux":
-            try:
-                import ctypes
+    from ._libc import libc
 
-                trim = ctypes.CDLL(None).malloc_trim
-            except (OSError, AttributeError):
-                trim = False
-        _MALLOC_TRIM[0] = trim
-    if trim:
+    trim = getattr(libc(), "malloc_trim", None)  # glibc only
+    if trim is not None:
         trim(0)
-
-
-_MALLOC_TRIM: list[Any] = [None]
 
 
 def _pack_for_onednn(model: _LoadedModel) -> None:
