@@ -746,16 +746,19 @@ class RAGPipeline:
 
         if where_document or not where:
             return None
-        for factor in SPARSE_VERIFY_ROUNDS:
-            budget = depth * factor
-            if budget > SPARSE_VERIFY_MAX_IDS:
-                return None
-            ranked = self.sparse_index.search(query, budget)
-            if not ranked:
-                return []
-            records = {r.id: r for r in self.store.get(ids=[cid for cid, _ in ranked])}
-            kept: list[RetrievedChunk] = []
-            for cid, score in ranked:
+        budgets = [depth * f for f in SPARSE_VERIFY_ROUNDS if depth * f <= SPARSE_VERIFY_MAX_IDS]
+        if not budgets:
+            return None
+        ranked = self.sparse_index.search(query, budgets[-1])  # one scoring; each head is a prefix of it
+        if not ranked:
+            return []
+        records: dict[str, RetrievedChunk] = {}
+        kept: list[RetrievedChunk] = []
+        walked = 0
+        for budget in budgets:
+            head = ranked[walked:budget]
+            records.update((r.id, r) for r in self.store.get(ids=[cid for cid, _ in head]))
+            for cid, score in head:
                 record = records.get(cid)
                 if record is None:
                     continue  # written to BM25, not (yet) to the store: not a result either way
@@ -766,9 +769,10 @@ class RAGPipeline:
                     kept.append(RetrievedChunk(cid, record.text, score, record.metadata))
                     if len(kept) == depth:
                         return kept
+            walked = budget
             if len(ranked) < budget:
                 return kept  # the whole ranking was walked
-            if len(kept) * SPARSE_VERIFY_ROUNDS[-1] < depth * factor:
+            if len(kept) * SPARSE_VERIFY_ROUNDS[-1] < budget:
                 return None  # too selective for the next round as well: resolve the allowed ids instead
         return None
 
