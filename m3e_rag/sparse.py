@@ -188,6 +188,14 @@ _EMPTY_I32 = np.zeros(0, dtype=np.int32)
 _EMPTY_F32 = np.zeros(0, dtype=np.float32)
 
 
+def nonempty_strings(values: Iterable[Any]) -> bool:
+    """Whether every value is a non-empty str; at C speed (a log replay or a snapshot checks 1M of them)."""
+    try:
+        return all(map(str.__len__, values))  # str.__len__ raises TypeError on anything but a str
+    except TypeError:
+        return False
+
+
 class _Grow:
     """A numpy array that grows by doubling (amortised O(1) appends)."""
 
@@ -389,11 +397,7 @@ class SparseIndex:
         """
         ids, terms = _check_pairs(ids, terms, "terms")
         for chunk_id, tokens in zip(ids, terms, strict=True):
-            try:  # str.__len__ refuses anything but a str, at C speed (a log replay checks 1M terms)
-                ok = not isinstance(tokens, str) and all(map(str.__len__, tokens))
-            except TypeError:
-                ok = False
-            if not ok:
+            if isinstance(tokens, str) or not nonempty_strings(tokens):
                 raise InputError(f"the terms of {chunk_id!r} must be a list of non-empty strings")
         with self._lock:
             if len(ids) >= _BATCH_ADD_MIN and len(set(ids)) == len(ids):
@@ -528,7 +532,7 @@ class SparseIndex:
                 d_terms.append(seg_terms.astype(np.int32))
                 d_pos.append(seg_pos.astype(np.int64))
                 d_tf.append(seg_tf)
-            if len(d_terms) > 1:  # delta and segments interleave in time: positions ascending per term
+            if self._segments and len(d_terms) > 1:  # they interleave with the delta: positions ascending per term
                 d_terms, d_pos, d_tf = [np.concatenate(d_terms)], [np.concatenate(d_pos)], [np.concatenate(d_tf)]
                 order = np.lexsort((d_pos[0], d_terms[0]))
                 d_terms, d_pos, d_tf = [d_terms[0][order]], [d_pos[0][order]], [d_tf[0][order]]

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from .errors import StoreError
-from .sparse import FORMAT_VERSION, TOKENIZER_VERSION, SparseIndex, tokenize_for_bm25
+from .sparse import FORMAT_VERSION, TOKENIZER_VERSION, SparseIndex, nonempty_strings, tokenize_for_bm25
 
 __all__ = ["SparseFolder", "LOG_MIN_RECORDS", "LOG_SHARE"]
 
@@ -148,8 +148,7 @@ class SparseFolder:
                 raise ValueError("ids.json or terms.json does not match its checksum")
             ids, terms = json.loads(ids_raw), json.loads(terms_raw)
             for name, value in (("ids", ids), ("terms", terms)):
-                # str.__len__ raises TypeError on anything but a str: the check runs at C speed (1M ids)
-                if not isinstance(value, list) or not all(map(str.__len__, value)):
+                if not isinstance(value, list) or not nonempty_strings(value):
                     raise ValueError(f"{name} is not a list of non-empty strings")
             arrays = {name: np.load(snap / f"{name}.npy", mmap_mode="r", allow_pickle=False)
                       for name in ("doc_len", "ptr", "pos", "tf")}
