@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from m3e_rag import M3EEncoder
-from m3e_rag.encoder import _MODELS
+from m3e_rag.encoder import _MODELS, PAD_TO_MULTIPLE, _pad_features
 from m3e_rag.errors import InputError, InputTooLongError, ModelLoadError
 from m3e_rag.models import MODELS, resolve_spec
 
@@ -81,9 +81,12 @@ def test_batching_sorts_by_token_length_and_counts_padding(tiny_model_path: Path
     tokens = enc.stats.tokens - before[1]
     lengths = enc.count_tokens(texts)
     assert tokens == sum(lengths)
-    # Sorted: the two long texts share a batch and the two short ones share the other.
+    # Sorted: the two long texts share a batch and the two short ones share the other; each batch is
+    # padded to its longest text, rounded up to a multiple of PAD_TO_MULTIPLE (the torch backend's kernels).
     s = sorted(lengths, reverse=True)
-    assert padded == 2 * s[0] + 2 * s[2]
+    up = [-(-n // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE for n in s]
+    assert padded == 2 * up[0] + 2 * up[2]
+    assert up[0] != s[0] or up[2] != s[2]  # the rounding is exercised, not vacuous
 
 
 def test_model_is_loaded_once_and_shared(tiny_model_path: Path) -> None:
@@ -253,3 +256,20 @@ def test_info_reports_model_and_versions(tiny_model_path: Path) -> None:
     assert info["dim"] == 64 and info["max_seq_length"] == 512 and info["backend"] == "torch"
     assert info["device"] == "cpu"
     assert set(info["versions"]) >= {"m3e_rag", "torch", "sentence_transformers", "transformers"}
+
+
+def test_pad_features_rounds_up_masked_and_knows_when_not_to() -> None:
+    import torch
+
+    ids = torch.tensor([[101, 7, 8, 102, 0], [101, 9, 10, 11, 102]])
+    mask = (ids != 0).long()
+    feats = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "n": 2}
+    out = _pad_features(feats, 0, 512)
+    assert out["input_ids"].shape == (2, PAD_TO_MULTIPLE)
+    assert out["attention_mask"][:, 5:].sum() == 0 and torch.equal(out["input_ids"][:, :5], ids)
+    assert out["n"] == 2 and feats["input_ids"] is ids  # the caller's dict is not modified
+    # Off: left-padding tokenizers (pad id None), the position table's end, an unknown per-token tensor.
+    assert _pad_features(feats, None, 512) is feats
+    assert _pad_features(feats, 0, 5) is feats
+    odd = dict(feats, position_ids=torch.arange(5).repeat(2, 1))
+    assert _pad_features(odd, 0, 512) is odd
