@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args, overload
@@ -68,6 +68,17 @@ ONEDNN_ENV = "M3E_RAG_ONEDNN"
 #: a one-shot ``m3e-rag search`` (one short query) never pays the 0.3 s, and an ingest or a server
 #: packs on its first real batch, at most about twice the cost of the best choice made in hindsight.
 ONEDNN_AFTER_TOKENS = 256
+#: With ``dtype=None`` (the default) a CUDA model runs in float16 if its vectors on :data:`_PROBE_TEXTS` keep
+#: at least this cosine to float32's (checked once, at load); otherwise it stays float32 and says why.
+#: 0.9999 bounds the rounding's distance between unit vectors at 0.014, well under the score gaps that
+#: order search results. Measured on CPU (float16 and bfloat16 run there too, slowly) with the stand-ins
+#: (tiny, multilingual-e5-small, the m3e-base shape): float16 >= 0.999999, bfloat16 0.99995-0.99999. A
+#: model that overflows float16 (activations past 65,504) gives NaN and stays float32.
+HALF_MIN_COSINE = 0.9999
+#: Tokenize the next batch on a helper thread while the model runs the current one. None: on CUDA only,
+#: where the CPU is otherwise idle during a forward pass; on CPU the forward pass already uses every core
+#: and a batch's tokenization is ~1 ms against a forward pass of hundreds.
+TOKENIZE_AHEAD: bool | None = None
 #: Options every framework adapter exposes as fields and hands to the shared encoder unchanged.
 ADAPTER_OPTIONS: tuple[str, ...] = ("device", "batch_size", "normalize", "backend", "on_overflow", "trust_remote_code")
 #: Torch dtypes the model may run in (None/"float32" is the fp32 reference). Half precision is for CUDA only.
@@ -136,6 +147,8 @@ class _LoadedModel:
     max_batch_tokens: int = 1 << 30
     pad_token_id: int | None = None  # None: the tokenizer pads on the left or has no pad token: never pad more
     max_positions: int = 512
+    dtype: str = "float32"  # what the weights run in
+    half_cosine: float | None = None  # min cosine float16/bfloat16 vs float32 on the probe texts (None: not checked)
     onednn_pending: bool = False  # pack the Linears for oneDNN once ONEDNN_AFTER_TOKENS have been asked for
     lock: threading.Lock = field(default_factory=threading.Lock)
     stats: EncodeStats = field(default_factory=EncodeStats)
@@ -225,8 +238,10 @@ class M3EEncoder:
         prompts: extra named prompts (sentence-transformers' ``prompts``).
         query_batch_size / query_normalize: query-side batch size and normalization (None: as for
             documents), as ``query_encode_kwargs`` sets them.
-        dtype: ``float32`` (default), ``float16`` or ``bfloat16`` weights; half precision is for CUDA
-            only and is refused on CPU and with the ONNX backends.
+        dtype: None (default) runs float16 on CUDA when a check at load shows its vectors keep a cosine of
+            at least :data:`HALF_MIN_COSINE` to float32's (else float32, with a warning), and float32 on
+            CPU; ``"float32"`` forces full precision; ``"float16"`` / ``"bfloat16"`` force half precision
+            (CUDA only: refused on CPU and with the ONNX backends). ``info()`` reports what runs.
         show_progress: a tqdm bar over batches.
         multi_process: encode with sentence-transformers' pool, one process per CUDA GPU; refused
             on CPU, where one process already uses every core.
@@ -391,10 +406,8 @@ class M3EEncoder:
                 hint = " The folder needs its own code: pass trust_remote_code=True only if you trust its author."
             raise ModelLoadError(f"Could not load model from {str(path)!r}: {exc}.{hint}") from exc
         st.eval()
-        if self.dtype in ("float16", "bfloat16"):
-            import torch
-
-            st.to(getattr(torch, self.dtype))
+        half_by_default = self.backend == "torch" and st.device.type == "cuda"
+        st, dtype, half_cosine = _settle_precision(st, self.dtype, half_by_default=half_by_default)
         get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
         dim = get_dim()
         if dim is None:
@@ -403,14 +416,15 @@ class M3EEncoder:
         runner = self._make_runner(st, path)
         if is_m3e(self.model_name) or is_m3e(str(path)):
             self._log_licence()
-        logger.info("Loaded %s (%d-d, window %d) on %s with backend %s", self.model_name, dim, max_len, device,
-                    self.backend)
+        logger.info("Loaded %s (%d-d, window %d) on %s with backend %s in %s", self.model_name, dim, max_len, device,
+                    self.backend, dtype)
         prompts = {k: v for k, v in (getattr(st, "prompts", None) or {}).items() if isinstance(v, str)}
         pending = (self.backend == "torch" and not self.multi_process and st.device.type == "cpu"
                    and os.environ.get(ONEDNN_ENV, "1") != "0")
         pad_id, positions = _padding_of(st, max_len)
         return _LoadedModel(self.model_name, path, st, runner, max_len, int(dim), prompts, _max_batch_tokens(st),
-                            pad_token_id=pad_id, max_positions=positions, onednn_pending=pending)
+                            pad_token_id=pad_id, max_positions=positions, dtype=dtype, half_cosine=half_cosine,
+                            onednn_pending=pending)
 
     def _make_runner(self, st: SentenceTransformer, path: Path) -> Any:
         if self.backend == "torch":
@@ -526,6 +540,8 @@ class M3EEncoder:
             "max_seq_length": loaded.max_seq_length,
             "device": str(loaded.st.device),
             "backend": self.backend,
+            "dtype": loaded.dtype,
+            "half_precision_min_cosine": loaded.half_cosine,
             "normalize": self.normalize,
             "batch_size": self.batch_size,
             "query_prompt": self.query_prompt,
@@ -671,11 +687,13 @@ class M3EEncoder:
                 order = np.argsort(-capped, kind="stable")
                 out = np.empty((len(texts), model.dim), dtype=np.float32)
                 batches = _batches(order, capped, batch_size, model.max_batch_tokens)
-                for idx in _progress(batches, self.show_progress and len(batches) > 0):
-                    batch = [texts[i] for i in idx]
-                    features = model.st.preprocess(batch, prompt=prompt or None)
-                    if self.backend == "torch":
-                        features = _pad_features(features, model.pad_token_id, model.max_positions)
+
+                def prepare(idx: np.ndarray) -> dict[str, Any]:
+                    return self._prepare(model, [texts[i] for i in idx], prompt)
+
+                ahead = model.st.device.type == "cuda" if TOKENIZE_AHEAD is None else TOKENIZE_AHEAD
+                prepared = _prepared_batches(batches, prepare, ahead=ahead and len(batches) > 1)
+                for idx, features in _progress(prepared, self.show_progress and len(batches) > 0, len(batches)):
                     out[idx] = self._forward(model, features)
                     ids = features.get("input_ids")
                     padded = (int(ids.shape[-1]) if ids is not None else int(capped[idx].max())) * len(idx)
@@ -689,13 +707,24 @@ class M3EEncoder:
             np.divide(out, np.maximum(norms, 1e-12), out=out)
         return out
 
+    def _prepare(self, model: _LoadedModel, batch: list[str], prompt: str) -> dict[str, Any]:
+        """Tokenize one batch (and pad it, and pin it for a CUDA copy): the part that can run ahead."""
+        features: dict[str, Any] = model.st.preprocess(batch, prompt=prompt or None)
+        if self.backend != "torch":
+            return features
+        features = _pad_features(features, model.pad_token_id, model.max_positions)
+        if model.st.device.type == "cuda":
+            features = {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in features.items()}
+        return features
+
     def _forward(self, model: _LoadedModel, features: dict[str, Any]) -> np.ndarray:
         import torch
 
         emb: torch.Tensor
         if self.backend == "torch":
             device = model.st.device
-            moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            moved = {k: v.to(device, non_blocking=v.is_pinned()) if isinstance(v, torch.Tensor) else v
+                     for k, v in features.items()}
             emb = model.st(moved)["sentence_embedding"]
         else:  # the ONNX runner takes CPU tensors and places them itself
             emb = model.runner(features)
@@ -750,13 +779,97 @@ def _pack_for_onednn(model: _LoadedModel) -> None:
     logger.debug("Routed %d Linear layers through oneDNN with packed weights", swapped)
 
 
-def _progress(batches: list[np.ndarray], show: bool) -> Any:
+def _progress(batches: Any, show: bool, total: int) -> Any:
     """Batches, wrapped in a tqdm bar when ``show`` is set (``show_progress=True``)."""
     if not show:
         return batches
     from tqdm.auto import tqdm
 
-    return tqdm(batches, desc="Encoding", unit="batch")
+    return tqdm(batches, desc="Encoding", unit="batch", total=total)
+
+
+def _prepared_batches(
+    batches: list[np.ndarray], prepare: Any, *, ahead: bool
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """``(indices, prepare(indices))`` for each batch in order.
+
+    With ``ahead``, the next batch is prepared on a helper thread while the caller runs the current one
+    (the tokenizer's Rust core runs without the GIL).
+    """
+    if not ahead:
+        for idx in batches:
+            yield idx, prepare(idx)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3e-tokenize") as pool:
+        pending = pool.submit(prepare, batches[0])
+        for n, idx in enumerate(batches):
+            features = pending.result()
+            if n + 1 < len(batches):
+                pending = pool.submit(prepare, batches[n + 1])
+            yield idx, features
+
+
+#: Short bilingual texts and one that fills the window: what the half-precision check encodes both ways.
+_PROBE_TEXTS = (
+    "大熊猫主要吃竹子，每天要花十几个小时进食。",
+    "What does the giant panda eat, and how long does it spend eating each day?",
+    "2023年第三季度营收同比增长12.5%，净利润3.2亿元（RMB）。",
+    "用户可以通过 pip install m3e-rag 安装，然后运行 m3e-rag ingest docs/ 建立索引。",
+    "熊猫",
+    "长江是中国第一长河，全长约6300公里。The Yangtze is the longest river in Asia. " * 24,
+)
+
+
+def _probe_vectors(st: SentenceTransformer) -> np.ndarray:
+    """Unit float32 vectors of :data:`_PROBE_TEXTS` from ``st`` as it is (its device and dtype)."""
+    import torch
+
+    features = st.preprocess(list(_PROBE_TEXTS))
+    with torch.inference_mode():
+        moved = {k: v.to(st.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        emb = st(moved)["sentence_embedding"].to(torch.float32).cpu().numpy()
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def _settle_precision(
+    st: SentenceTransformer, requested: str | None, *, half_by_default: bool
+) -> tuple[SentenceTransformer, str, float | None]:
+    """Put ``st`` in the precision to run: ``(model, dtype name, min cosine half vs float32 or None)``.
+
+    ``requested`` None means float16 where ``half_by_default`` (CUDA, torch backend) and its vectors keep
+    :data:`HALF_MIN_COSINE` to float32's on the probe texts, else float32 (a warning says why); a named
+    half dtype is honoured, with a warning when it falls under that bound; "float32" is kept as it is.
+    """
+    if requested == "float32" or (requested is None and not half_by_default):
+        return st, "float32", None
+    import copy
+
+    import torch
+
+    dtype = requested or "float16"
+    reference = _probe_vectors(st)
+    # A copy when the choice is ours, so that float32 stays exact if the check fails.
+    half = (copy.deepcopy(st) if requested is None else st).to(getattr(torch, dtype))
+    cosine = float(np.min(np.sum(reference * _probe_vectors(half), axis=1)))
+    if cosine >= HALF_MIN_COSINE:  # False for NaN too (an overflow in half precision)
+        logger.info("Running %s: its vectors keep cosine >= %.5f to float32's on the probe texts", dtype, cosine)
+        return half, dtype, cosine
+    if requested is None:
+        del half
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        logger.warning(
+            "float16 moved this model's vectors too far from float32's (min cosine %.5f < %.4f on %d probe "
+            "texts), so it runs in float32 (twice the memory, slower). Pass dtype='float32' to skip this check, "
+            "or dtype='float16' to run half precision anyway.", cosine, HALF_MIN_COSINE, len(_PROBE_TEXTS))
+        return st, "float32", cosine
+    logger.warning(
+        "dtype=%r moves this model's vectors from float32's (min cosine %.5f < %.4f on %d probe texts); "
+        "search results may differ from a float32 index. dtype=None chooses for you.",
+        dtype, cosine, HALF_MIN_COSINE, len(_PROBE_TEXTS))
+    return half, dtype, cosine
 
 
 def _batches(order: np.ndarray, lengths: np.ndarray, max_texts: int, max_tokens: int) -> list[np.ndarray]:
@@ -814,7 +927,8 @@ def _pad_features(features: dict[str, Any], pad_id: int | None, max_positions: i
     padded = dict(features)
     for key in per_token:
         value = _PER_TOKEN_FEATURES[key]
-        padded[key] = torch.nn.functional.pad(features[key], (0, target - length), value=pad_id if value is None else value)
+        fill = pad_id if value is None else value
+        padded[key] = torch.nn.functional.pad(features[key], (0, target - length), value=fill)
     return padded
 
 
