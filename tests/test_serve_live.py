@@ -179,6 +179,25 @@ def _finish(sock: socket.socket, rest: bytes) -> tuple[int, dict]:
     return status, json.loads(body)
 
 
+def _wait_in_progress(live: Live, expected: dict[str, int], timeout: float = 60) -> None:
+    """Wait until the server has received the headers of the requests held open (its in-progress gauge).
+
+    A connection whose request the server has not read yet is idle to uvicorn and is closed at
+    shutdown; on a busy machine that takes a moment, so SIGTERM waits for it.
+    """
+    deadline = time.monotonic() + timeout
+    seen: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{live.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).text
+        seen = {route: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("m3e_rag_requests_in_progress{")
+                for route in [line.split('route="', 1)[1].split('"', 1)[0]]}
+        if all(seen.get(route, 0) >= n for route, n in expected.items()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the server did not receive the held requests in {timeout} s: {seen}")
+
+
 def test_sigterm_finishes_requests_and_ingest_in_flight(live: Live, tiny_model_path: Path) -> None:
     texts = [f"第{i}段：熊猫在四川的山里吃竹子，每天要吃很久。" for i in range(600)]  # > 2 ingest steps
     ingest_sock, ingest_rest = _partial_request(
@@ -189,6 +208,7 @@ def test_sigterm_finishes_requests_and_ingest_in_flight(live: Live, tiny_model_p
         for i in range(4)
     ]
     results: list[tuple[int, int]] = []
+    _wait_in_progress(live, {"/v1/ingest": 1, "/v1/embeddings": 5})
 
     def finish_burst(sock: socket.socket, rest: bytes) -> None:
         status, body = _finish(sock, rest)

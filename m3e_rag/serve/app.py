@@ -121,10 +121,12 @@ class _Timed:
                 status = int(message["status"])
             await send(message)
 
+        metrics = self.service.metrics
+        metrics.in_progress.labels(route).inc()
         try:
             await self.app(scope, receive, send_status)
         finally:
-            metrics = self.service.metrics
+            metrics.in_progress.labels(route).dec()
             metrics.requests.labels(route, str(status)).inc()
             metrics.latency.labels(route).observe(time.perf_counter() - started)
 

@@ -23,6 +23,10 @@ class ServeMetrics:
         self.requests = Counter(
             "m3e_rag_requests", "HTTP requests answered, by route and status code.", ["route", "status"], registry=r
         )
+        self.in_progress = Gauge(
+            "m3e_rag_requests_in_progress", "HTTP requests received and not yet answered, by route.", ["route"],
+            registry=r,
+        )
         self.latency = Histogram(
             "m3e_rag_request_seconds", "Time from request to response, by route.", ["route"],
             buckets=_LATENCY_BUCKETS, registry=r,
