@@ -41,13 +41,15 @@ _ON_OVERFLOW: tuple[str, ...] = get_args(OnOverflow)
 #: (benchmarks/README.md has the measurements behind both numbers).
 DEFAULT_BATCH_SIZE = 32
 #: Upper bound on the largest activation of one forward pass (batch x padded length x feed-forward
-#: width x 4 bytes): under glibc's 32 MiB mmap threshold, so activations are reused from the heap
-#: instead of being mapped, page-faulted and zeroed anew by every layer (measured: 0.17 M page faults
-#: per forward at 16 x 239 tokens on the m3e-base shape, none at 8 x 239; 10% more tokens/s). 16 MiB
-#: (1,365 tokens on m3e-base) rather than 24: a forward pass peaks about 110 MiB above the model at
-#: 2,048 tokens; on 110 CMRC chunks of 384 tokens the ingest peak fell from 1,010-1,058 MiB to
-#: 966-994 MiB at the same speed (6.58-6.75 chunks/s against 6.40-6.52; 2 cores).
-MAX_BATCH_ACTIVATION_BYTES = 16 * 2**20
+#: width x 4 bytes), with a floor of 512 tokens so one full-window text always fits. Under glibc's mmap
+#: threshold, so activations are reused from the heap instead of being mapped, page-faulted and zeroed
+#: anew by every layer (0.17 M page faults per forward at 16 x 239 tokens on the m3e-base shape, none at
+#: 8 x 239; 10% more tokens/s). 6 MiB is 512 tokens on m3e-base: a forward pass's transient memory grows
+#: with its tokens (21-33 MiB above the model at 456-512 tokens, 50-74 MiB at 1,360), while CPU
+#: throughput does not (1,720-1,920 tokens/s from 64 x 8 to 5 x 272; 2 cores): encoding 642 CMRC 2018
+#: chunks peaked at 1,043 MiB with 512-token batches against 1,109 MiB with 1,365-token ones, in
+#: 57.4 s against 59.8 s.
+MAX_BATCH_ACTIVATION_BYTES = 6 * 2**20
 #: Batches of at least this many padded tokens give the C heap's free pages back afterwards (:func:`_trim_heap`);
 #: a short query's few small activations are not worth the system call.
 TRIM_AFTER_PADDED_TOKENS = 512

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from m3e_rag import M3EEncoder
 from m3e_rag.encoder import _MODELS, PAD_TO_MULTIPLE, _pad_features
@@ -273,3 +275,22 @@ def test_pad_features_rounds_up_masked_and_knows_when_not_to() -> None:
     assert _pad_features(feats, 0, 5) is feats
     odd = dict(feats, position_ids=torch.arange(5).repeat(2, 1))
     assert _pad_features(odd, 0, 512) is odd
+
+
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=600), min_size=1, max_size=80),
+    max_texts=st.integers(min_value=1, max_value=40),
+    max_tokens=st.integers(min_value=1, max_value=2048),
+)
+@settings(max_examples=200, deadline=None)
+def test_batches_cover_every_text_once_within_both_budgets(lengths: list[int], max_texts: int, max_tokens: int) -> None:
+    from m3e_rag.encoder import _batches
+
+    arr = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-arr, kind="stable")
+    batches = _batches(order, arr, max_texts, max_tokens)
+    assert np.array_equal(np.concatenate(batches), order)  # every text once, longest first
+    for batch in batches:
+        assert 1 <= len(batch) <= max_texts
+        padded = len(batch) * max(int(arr[batch].max()), 1)
+        assert padded <= max_tokens or len(batch) == 1  # only a lone text may pass the token budget
