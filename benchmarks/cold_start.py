@@ -16,8 +16,8 @@ alternation (so machine load hits both sides of a comparison alike):
 - peak RSS of ingesting the whole CMRC 2018 dev corpus (848 paragraphs, about 2,200 chunks, 4-5
   minutes) with the m3e-base shape. ``--ingest-paragraphs N`` shortens it, but the figure is then
   not the corpus's: memory grows over an ingest (oneDNN's kernels for each new batch shape, the heap,
-  Chroma) and the longest batches of later steps set the peak. 60 paragraphs peaked at 998-1,018 MiB
-  where the whole corpus, on the same code, peaked at 1,107-1,136 MiB.
+  Chroma) and the longest batches of later steps set the peak. With 1,365-token batches, 60 paragraphs
+  peaked at 998-1,018 MiB where the whole corpus, on the same code, peaked at 1,107-1,136 MiB.
 
 Usage: ``nice -n 10 .venv/bin/python benchmarks/cold_start.py --data ../shared/data``; writes
 ``benchmarks/results/cold_start.json`` and prints a table. Figures of the stand-in, not of M3E's weights.
