@@ -722,14 +722,9 @@ class M3EEncoder:
     def _forward(self, model: _LoadedModel, features: dict[str, Any]) -> np.ndarray:
         import torch
 
-        emb: torch.Tensor
         if self.backend == "torch":
-            device = model.st.device
-            moved = {k: v.to(device, non_blocking=v.is_pinned()) if isinstance(v, torch.Tensor) else v
-                     for k, v in features.items()}
-            emb = model.st(moved)["sentence_embedding"]
-        else:  # the ONNX runner takes CPU tensors and places them itself
-            emb = model.runner(features)
+            return _st_embeddings(model.st, features)
+        emb: torch.Tensor = model.runner(features)  # the ONNX runner takes CPU tensors and places them itself
         return emb.detach().to(torch.float32).cpu().numpy()
 
     def _check_overflow(self, lengths: np.ndarray, model: _LoadedModel) -> None:
@@ -828,11 +823,18 @@ def _probe_vectors(st: SentenceTransformer) -> np.ndarray:
     """Unit float32 vectors of :data:`_PROBE_TEXTS` from ``st`` as it is (its device and dtype)."""
     import torch
 
-    features = st.preprocess(list(_PROBE_TEXTS))
     with torch.inference_mode():
-        moved = {k: v.to(st.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-        emb = st(moved)["sentence_embedding"].to(torch.float32).cpu().numpy()
+        emb = _st_embeddings(st, st.preprocess(list(_PROBE_TEXTS)))
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def _st_embeddings(st: SentenceTransformer, features: dict[str, Any]) -> np.ndarray:
+    """Float32 sentence embeddings of one tokenized batch, run by ``st`` on its device (pinned copies async)."""
+    import torch
+
+    moved = {k: v.to(st.device, non_blocking=v.is_pinned()) if isinstance(v, torch.Tensor) else v
+             for k, v in features.items()}
+    return st(moved)["sentence_embedding"].detach().to(torch.float32).cpu().numpy()
 
 
 def _settle_precision(
