@@ -50,9 +50,12 @@ DEFAULT_BATCH_SIZE = 32
 #: chunks peaked at 1,043 MiB with 512-token batches against 1,109 MiB with 1,365-token ones, in
 #: 57.4 s against 59.8 s.
 MAX_BATCH_ACTIVATION_BYTES = 6 * 2**20
-#: Batches of at least this many padded tokens give the C heap's free pages back afterwards (:func:`_trim_heap`);
-#: a short query's few small activations are not worth the system call.
-TRIM_AFTER_PADDED_TOKENS = 512
+#: The C heap's free pages go back to the kernel (:func:`_trim_heap`) after each batch that brings the padded
+#: tokens run since the last trim to at least this many: after nearly every batch of an ingest, after every
+#: dozen or so short queries. Counting per batch instead (trim after batches of >= 512 tokens) stopped trimming
+#: once batches were cut at 512 tokens (most are a little shorter): the heap then kept what varied shapes
+#: freed, and a whole-CMRC ingest's RSS climbed ~60 MiB higher between steps.
+TRIM_EVERY_PADDED_TOKENS = 256
 #: The torch backend pads every batch's token length up to a multiple of this (right-padding, masked: the
 #: vectors are the same up to float rounding). oneDNN builds and caches kernels per distinct input shape,
 #: and an ingest of varied-length chunks meets hundreds of shapes: on 60 CMRC 2018 paragraphs with the
@@ -152,6 +155,7 @@ class _LoadedModel:
     dtype: str = "float32"  # what the weights run in
     half_cosine: float | None = None  # min cosine float16/bfloat16 vs float32 on the probe texts (None: not checked)
     onednn_pending: bool = False  # pack the Linears for oneDNN once ONEDNN_AFTER_TOKENS have been asked for
+    untrimmed_tokens: int = 0  # padded tokens run since the heap was last trimmed (TRIM_EVERY_PADDED_TOKENS)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stats: EncodeStats = field(default_factory=EncodeStats)
 
@@ -700,8 +704,10 @@ class M3EEncoder:
                     ids = features.get("input_ids")
                     padded = (int(ids.shape[-1]) if ids is not None else int(capped[idx].max())) * len(idx)
                     model.stats.padded_tokens += padded
-                    if padded >= TRIM_AFTER_PADDED_TOKENS:
+                    model.untrimmed_tokens += padded
+                    if model.untrimmed_tokens >= TRIM_EVERY_PADDED_TOKENS:
                         _trim_heap()
+                        model.untrimmed_tokens = 0
             model.stats.texts += len(texts)
             model.stats.tokens += int(capped.sum())
         if normalize:
@@ -756,9 +762,9 @@ def _trim_heap() -> None:
     Batches of different shapes free activations of different sizes and glibc keeps them: an ingest of
     60 CMRC 2018 paragraphs on the m3e-base shape peaked at 1,204 MiB without trimming and at
     1,091-1,129 MiB with it (same process otherwise). Trimming once per batch (not per layer: the
-    layers of one batch reuse the same sizes) costs a few milliseconds of page faults against a
-    forward pass of hundreds; batches under :data:`TRIM_AFTER_PADDED_TOKENS` padded tokens (queries)
-    skip it.
+    layers of one batch reuse the same sizes) costs 0.3 ms plus a few milliseconds of page faults
+    against a forward pass of hundreds; short queries trim once per :data:`TRIM_EVERY_PADDED_TOKENS`
+    padded tokens, not once each.
     """
     from ._libc import libc
 

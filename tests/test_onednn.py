@@ -56,3 +56,35 @@ def test_packing_waits_for_enough_work(tiny_model_path: Path, monkeypatch: pytes
     assert not plain._loaded().onednn_pending and not any(
         isinstance(m, PackedLinear) for m in plain._loaded().st.modules()
     )
+
+
+def test_kernel_caches_capped_unless_the_process_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packing caps oneDNN's and ideep's kernel caches (both: ideep keeps what it caches), never a user's value."""
+    from m3e_rag import _onednn
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "500")
+    use_onednn_linears(torch.nn.Sequential(torch.nn.Linear(8, 4)))
+    import os
+
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(_onednn.CACHE_CAPACITY)
+    assert os.environ["LRU_CACHE_CAPACITY"] == "500"
+
+
+def test_heap_trimmed_by_work_done_not_by_batch(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short queries trim once per TRIM_EVERY_PADDED_TOKENS between them; batches under that bound still add up."""
+    from m3e_rag import encoder as enc_mod
+    from m3e_rag.encoder import M3EEncoder
+
+    trims: list[int] = []
+    monkeypatch.setattr(enc_mod, "_trim_heap", lambda: trims.append(1))
+    monkeypatch.setattr(enc_mod, "TRIM_EVERY_PADDED_TOKENS", 256)
+    encoder = M3EEncoder(str(tiny_model_path), device="cpu")
+    model = encoder._loaded()
+    model.untrimmed_tokens = 0
+    before = model.stats.padded_tokens
+    for i in range(12):
+        encoder.encode_query(f"第{i}个问题是什么？")  # 16 padded tokens each
+    assert model.stats.padded_tokens - before == 12 * 16 and trims == []
+    encoder.encode_documents(["长城是中国古代的军事防御工程。" * 6])  # one batch under 256 tokens: the sum passes it
+    assert trims == [1] and model.untrimmed_tokens == 0
