@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args, overload
 
 import numpy as np
 
@@ -27,6 +28,11 @@ from .models import resolve_spec, spec_for
 if TYPE_CHECKING:
     import torch
     from sentence_transformers import SentenceTransformer
+
+    from ._native import NativeSentenceModel
+
+    #: What runs the torch backend: sentence-transformers' model, or the same interface over transformers alone.
+    SentenceModel = SentenceTransformer | NativeSentenceModel
 
 __all__ = ["M3EEncoder", "Backend", "OnOverflow", "EncodeStats"]
 
@@ -144,7 +150,7 @@ class _LoadedModel:
 
     name: str
     path: Path
-    st: SentenceTransformer
+    st: SentenceModel
     runner: Any  # callable(features) -> torch.Tensor of sentence embeddings
     max_seq_length: int
     dim: int
@@ -400,12 +406,8 @@ class M3EEncoder:
             self.model_name, cache_folder=self.cache_folder, revision=self.revision,
             local_files_only=self.local_files_only,
         )
-        from sentence_transformers import SentenceTransformer
-
         try:
-            st = SentenceTransformer(
-                str(path), device=device, trust_remote_code=self.trust_remote_code, local_files_only=True
-            )
+            st = self._load_model(path, device)
         except Exception as exc:
             hint = ""
             if "trust_remote_code" in str(exc):
@@ -432,16 +434,33 @@ class M3EEncoder:
                             pad_token_id=pad_id, max_positions=positions, dtype=dtype, half_cosine=half_cosine,
                             onednn_pending=pending)
 
-    def _make_runner(self, st: SentenceTransformer, path: Path) -> Any:
-        if self.backend == "torch":
-            if self.multi_process:
-                # sentence-transformers' pool: one worker process per CUDA device, started once and kept.
-                import atexit
+    def _load_model(self, path: Path, device: str) -> SentenceModel:
+        """The model, through transformers alone where :mod:`m3e_rag._native` can run it, else sentence-transformers.
 
-                pool = st.start_multi_process_pool()
-                atexit.register(st.stop_multi_process_pool, pool)
-                return pool
-            return st  # on CPU, oneDNN packing comes later: see ONEDNN_AFTER_TOKENS
+        The native path is for the torch backend in one process; the multi-process pool and the ONNX
+        export are sentence-transformers' own, and remote code is left to it.
+        """
+        if self.backend == "torch" and not self.multi_process and not self.trust_remote_code:
+            from ._native import NativeSentenceModel, plan_for
+
+            plan = plan_for(path)
+            if plan is not None:
+                return NativeSentenceModel(path, plan, device)
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(str(path), device=device, trust_remote_code=self.trust_remote_code,
+                                   local_files_only=True)
+
+    def _make_runner(self, model: SentenceModel, path: Path) -> Any:
+        if self.backend == "torch" and not self.multi_process:
+            return model  # on CPU, oneDNN packing comes later: see ONEDNN_AFTER_TOKENS
+        st = cast("SentenceTransformer", model)  # the pool and the ONNX export: loaded by sentence-transformers
+        if self.backend == "torch":  # sentence-transformers' pool: one worker process per CUDA device, kept
+            import atexit
+
+            pool = st.start_multi_process_pool()
+            atexit.register(st.stop_multi_process_pool, pool)
+            return pool
         from .onnx_backend import build_onnx_runner
 
         return build_onnx_runner(st, path, quantize=self.backend == "onnx-int8")
@@ -532,7 +551,8 @@ class M3EEncoder:
 
     def info(self) -> dict[str, Any]:
         """A JSON-ready description: model, dim, device, backend, window, prompts and versions."""
-        import sentence_transformers
+        import importlib.metadata
+
         import torch
         import transformers
 
@@ -545,6 +565,7 @@ class M3EEncoder:
             "dim": loaded.dim,
             "max_seq_length": loaded.max_seq_length,
             "device": str(loaded.st.device),
+            "loader": "sentence-transformers" if _is_sentence_transformer(loaded.st) else "transformers",
             "backend": self.backend,
             "dtype": loaded.dtype,
             "half_precision_min_cosine": loaded.half_cosine,
@@ -555,7 +576,7 @@ class M3EEncoder:
             "versions": {
                 "m3e_rag": __version__,
                 "torch": torch.__version__,
-                "sentence_transformers": sentence_transformers.__version__,
+                "sentence_transformers": importlib.metadata.version("sentence-transformers"),
                 "transformers": transformers.__version__,
                 "numpy": np.__version__,
             },
@@ -683,10 +704,11 @@ class M3EEncoder:
             capped = np.minimum(lengths, model.max_seq_length)
             if model.onednn_pending and model.stats.tokens + int(capped.sum()) >= ONEDNN_AFTER_TOKENS:
                 _pack_for_onednn(model)
-            if self.multi_process:
+            if self.multi_process:  # loaded by sentence-transformers: see _load_model
+                st = cast("SentenceTransformer", model.st)
                 out = np.asarray(
-                    model.st.encode(texts, prompt=prompt or None, batch_size=batch_size, pool=model.runner,
-                                    show_progress_bar=self.show_progress, convert_to_numpy=True),
+                    st.encode(texts, prompt=prompt or None, batch_size=batch_size, pool=model.runner,
+                              show_progress_bar=self.show_progress, convert_to_numpy=True),
                     dtype=np.float32,
                 )
             else:
@@ -825,7 +847,7 @@ _PROBE_TEXTS = (
 )
 
 
-def _probe_vectors(st: SentenceTransformer) -> np.ndarray:
+def _probe_vectors(st: SentenceModel) -> np.ndarray:
     """Unit float32 vectors of :data:`_PROBE_TEXTS` from ``st`` as it is (its device and dtype)."""
     import torch
 
@@ -834,7 +856,7 @@ def _probe_vectors(st: SentenceTransformer) -> np.ndarray:
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
-def _st_embeddings(st: SentenceTransformer, features: dict[str, Any]) -> np.ndarray:
+def _st_embeddings(st: SentenceModel, features: dict[str, Any]) -> np.ndarray:
     """Float32 sentence embeddings of one tokenized batch, run by ``st`` on its device (pinned copies async)."""
     import torch
 
@@ -844,8 +866,8 @@ def _st_embeddings(st: SentenceTransformer, features: dict[str, Any]) -> np.ndar
 
 
 def _settle_precision(
-    st: SentenceTransformer, requested: str | None, *, half_by_default: bool
-) -> tuple[SentenceTransformer, str, float | None]:
+    st: SentenceModel, requested: str | None, *, half_by_default: bool
+) -> tuple[SentenceModel, str, float | None]:
     """Put ``st`` in the precision to run: ``(model, dtype name, min cosine half vs float32 or None)``.
 
     ``requested`` None means float16 where ``half_by_default`` (CUDA, torch backend) and its vectors keep
@@ -898,13 +920,27 @@ def _batches(order: np.ndarray, lengths: np.ndarray, max_texts: int, max_tokens:
     return out
 
 
-def _padding_of(st: SentenceTransformer, max_len: int) -> tuple[int | None, int]:
+def _is_sentence_transformer(st: object) -> bool:
+    """Whether ``st`` was loaded by sentence-transformers (without importing it where it was not)."""
+    module = sys.modules.get("sentence_transformers")
+    return module is not None and isinstance(st, module.SentenceTransformer)
+
+
+def _hf_config(st: Any) -> Any:
+    """The Hugging Face configuration of the encoder inside ``st`` (None where there is none)."""
+    model = getattr(st, "auto_model", None)
+    if model is None and _is_sentence_transformer(st):
+        model = getattr(st[0], "auto_model", None)
+    return getattr(model, "config", None)
+
+
+def _padding_of(st: SentenceModel, max_len: int) -> tuple[int | None, int]:
     """(pad token id, longest padded length) for :func:`_pad_features`; a None id turns extra padding off.
 
     Only right-padding tokenizers qualify: padding on the left would shift the real tokens' positions.
     """
     tokenizer = getattr(st, "tokenizer", None)
-    config = getattr(getattr(st[0], "auto_model", None), "config", None)
+    config = _hf_config(st)
     positions = int(getattr(config, "max_position_embeddings", 0) or max_len)
     pad_id = getattr(tokenizer, "pad_token_id", None)
     if getattr(tokenizer, "padding_side", "right") != "right" or not isinstance(pad_id, int):
@@ -942,8 +978,8 @@ def _pad_features(features: dict[str, Any], pad_id: int | None, max_positions: i
     return padded
 
 
-def _max_batch_tokens(st: SentenceTransformer) -> int:
+def _max_batch_tokens(st: SentenceModel) -> int:
     """Padded tokens per forward pass that keep the widest activation under MAX_BATCH_ACTIVATION_BYTES."""
-    config = getattr(getattr(st[0], "auto_model", None), "config", None)
+    config = _hf_config(st)
     width = int(getattr(config, "intermediate_size", 0) or 4 * int(getattr(config, "hidden_size", 768) or 768))
     return max(512, MAX_BATCH_ACTIVATION_BYTES // (4 * width))
