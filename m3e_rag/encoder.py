@@ -416,8 +416,8 @@ class M3EEncoder:
         st.eval()
         half_by_default = self.backend == "torch" and st.device.type == "cuda"
         st, dtype, half_cosine = _settle_precision(st, self.dtype, half_by_default=half_by_default)
-        get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
-        dim = get_dim()
+        get_dim: Any = getattr(st, "get_embedding_dimension", None)  # older sentence-transformers: the older name
+        dim = get_dim() if get_dim is not None else getattr(st, "get_sentence_embedding_dimension", lambda: None)()
         if dim is None:
             raise ModelLoadError(f"Model at {str(path)!r} does not declare an embedding dimension.")
         max_len = int(st.max_seq_length or 512)
