@@ -20,12 +20,13 @@ __all__ = ["CACHE_CAPACITY", "PackedLinear", "cap_kernel_caches", "onednn_availa
 #: Kernels oneDNN (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``) and torch's ideep layer (``LRU_CACHE_CAPACITY``) keep
 #: per cache, where the process has not set these variables itself. Each distinct input shape of a packed
 #: Linear builds its own kernels, about 0.6 MiB each (2 MiB per shape for BERT's three Linear shapes, whatever
-#: the rows), and the defaults keep 1,024: an ingest of varied-length chunks met ~150 shapes, and RSS grew
-#: 67 MiB over 63 new shapes (measured, m3e-base shape) where 32 kept the growth at 13 MiB; a long-lived
-#: server meeting many batch shapes would keep growing the same way. Most reuse is of the shape just
-#: used (an ingest's batches come longest first), so a small cache loses little: an ingest of 300 CMRC 2018
-#: paragraphs took as long with 32 (82.0 s against 81.9 s), and queries of random length (4-120 tokens,
-#: 16 shapes) 3% longer (39.1 ms against 37.8 ms mean, two runs each).
+#: the rows), and the defaults keep 1,024: on the m3e-base shape, RSS grew 67 MiB over 63 new batch shapes
+#: where 32 kept the growth at 13 MiB. An ingest of 300 CMRC 2018 paragraphs meets 32 batch shapes (it
+#: peaked at 1,033 MiB with 32 kernels against 1,054 with the defaults); a long-lived server meets a shape
+#: per query length and batch size and would keep growing. Most reuse is of the shape just used (an
+#: ingest's batches come longest first), so a small cache loses little: that ingest took as long (82.0 s
+#: against 81.9 s), and queries of random length (4-120 tokens, 16 shapes) 3% longer (39.1 ms against
+#: 37.8 ms mean, two runs each).
 CACHE_CAPACITY = 32
 _CACHE_ENV = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 

@@ -60,7 +60,8 @@ MAX_BATCH_ACTIVATION_BYTES = 6 * 2**20
 #: tokens run since the last trim to at least this many: after nearly every batch of an ingest, after every
 #: dozen or so short queries. Counting per batch instead (trim after batches of >= 512 tokens) stopped trimming
 #: once batches were cut at 512 tokens (most are a little shorter): the heap then kept what varied shapes
-#: freed, and a whole-CMRC ingest's RSS climbed ~60 MiB higher between steps.
+#: freed, and an ingest of 300 CMRC 2018 paragraphs peaked at 1,092 MiB against 1,054 MiB when trimming after
+#: every batch, at the same speed (83.4 s against 81.9 s).
 TRIM_EVERY_PADDED_TOKENS = 256
 #: The torch backend pads every batch's token length up to a multiple of this (right-padding, masked: the
 #: vectors are the same up to float rounding). oneDNN builds and caches kernels per distinct input shape,
