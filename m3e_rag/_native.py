@@ -122,7 +122,9 @@ class NativeSentenceModel(torch.nn.Module):
 
         self.plan = plan
         self.auto_model = AutoModel.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+        limit = {} if plan.max_seq_length is None else {"model_max_length": plan.max_seq_length}  # as ST does
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
+                                                       **limit)
         if plan.max_seq_length is not None:
             self.max_seq_length = plan.max_seq_length
         else:  # as sentence-transformers does without a max_seq_length: the smaller of the two limits

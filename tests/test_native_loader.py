@@ -34,6 +34,7 @@ def _compare(path: Path, prompt: str | None = None) -> None:
     native = NativeSentenceModel(path, plan, "cpu")
     reference = SentenceTransformer(str(path), device="cpu").eval()
     assert native.max_seq_length == reference.max_seq_length
+    assert native.tokenizer.model_max_length == reference.tokenizer.model_max_length
     assert native.get_embedding_dimension() == reference.get_embedding_dimension()
     assert native.prompts == {k: v for k, v in reference.prompts.items() if v}  # it adds empty query/document ones
     got, want = native.preprocess(TEXTS, prompt=prompt), reference.preprocess(TEXTS, prompt=prompt)
