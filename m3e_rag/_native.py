@@ -10,7 +10,8 @@ What: the M3E folders (and most sentence-transformers text encoders: BGE, E5, te
 encoder, a mean or CLS pooling, and sometimes an L2 normalisation, described by ``modules.json``. For
 exactly such a folder, :func:`plan_for` returns a :class:`Plan` and :class:`NativeSentenceModel` runs it:
 the tokenizer call and the pooling are sentence-transformers' own (the tests compare token ids and
-vectors with sentence-transformers on every stand-in, with and without prompts, short and truncated).
+vectors with sentence-transformers on the M3E, E5 and MiniLM folders and a CLS variant, with and without
+a prompt, on short texts and one truncated at the window).
 Any other folder (other modules, other pooling modes, a prompt excluded from pooling, lower-casing,
 extra model or tokenizer arguments, remote code) returns None, and the encoder loads it with
 sentence-transformers as before. The multi-process pool and the ONNX backends use sentence-transformers
@@ -43,6 +44,7 @@ _POOLING_KEYS = {"word_embedding_dimension", "embedding_dimension", "pooling_mod
                  "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"}
 _FLAG_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}
 _CONFIG_KEYS = {"max_seq_length", "do_lower_case"}
+_MODULE_KEYS = {"idx", "name", "path", "type"}
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def _pooling(config: Any) -> tuple[str, int] | None:
 def plan_for(path: Path) -> Plan | None:
     """The :class:`Plan` for the sentence-transformers folder ``path``; None: sentence-transformers must load it."""
     modules = _json(path / "modules.json")
-    if not isinstance(modules, list) or not 2 <= len(modules) <= 3 or not all(isinstance(m, dict) for m in modules):
+    if not isinstance(modules, list) or not 2 <= len(modules) <= 3 \
+            or not all(isinstance(m, dict) and set(m) <= _MODULE_KEYS for m in modules):  # "kwargs": call options
         return None
     kinds = [m.get("type") for m in modules]
     if kinds[0] not in _TRANSFORMER or modules[0].get("path") not in ("", None) or kinds[1] not in _POOLING:

@@ -103,6 +103,11 @@ def test_other_module_lists_are_left_to_sentence_transformers(tiny_model_path: P
     dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
     (folder / "modules.json").write_text(json.dumps([*modules, dense]))
     assert plan_for(folder) is None
+    with_kwargs = [modules[0], {**modules[1], "kwargs": ["task"]}]  # sentence-transformers 6: call options
+    (folder / "modules.json").write_text(json.dumps(with_kwargs))
+    assert plan_for(folder) is None
+    (folder / "modules.json").write_text(json.dumps(modules))
+    assert plan_for(folder) is not None
     (folder / "modules.json").unlink()
     assert plan_for(folder) is None  # a bare Hugging Face folder: sentence-transformers adds its own pooling
 
