@@ -71,8 +71,8 @@ def _pooling(config: Any) -> tuple[str, int] | None:
         return None
     modes: set[str | None] = set()
     mode = config.get("pooling_mode")
-    if mode is not None:
-        modes.update([mode] if isinstance(mode, str) else mode if isinstance(mode, list) else [None])
+    named = [] if mode is None else [mode] if isinstance(mode, str) else mode if isinstance(mode, list) else [None]
+    modes.update(name if isinstance(name, str) else None for name in named)  # None: a mode this cannot run
     for key, value in config.items():
         if key.startswith("pooling_mode_") and value is not False:
             modes.add(_FLAG_MODES.get(key) if value is True else None)

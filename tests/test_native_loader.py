@@ -82,6 +82,7 @@ def test_cls_pooling_in_the_newer_config_format_matches(tiny_model_path: Path, t
         ("1_Pooling/config.json", {"pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": True}),
         ("1_Pooling/config.json", {"pooling_mode_cls_token": True}),  # mean and CLS together
         ("1_Pooling/config.json", {"include_prompt": False}),
+        ("1_Pooling/config.json", {"pooling_mode": [{"mean": True}]}),  # not a mode name: no crash, no plan
         ("1_Pooling/config.json", {"pooling_mode_weightedmean_tokens": True, "pooling_mode_mean_tokens": False}),
         ("sentence_bert_config.json", {"do_lower_case": True}),
         ("sentence_bert_config.json", {"model_args": {"attn_implementation": "eager"}}),

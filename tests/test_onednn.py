@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +66,6 @@ def test_kernel_caches_capped_unless_the_process_chose(monkeypatch: pytest.Monke
     monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
     monkeypatch.setenv("LRU_CACHE_CAPACITY", "500")
     use_onednn_linears(torch.nn.Sequential(torch.nn.Linear(8, 4)))
-    import os
-
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(_onednn.CACHE_CAPACITY)
     assert os.environ["LRU_CACHE_CAPACITY"] == "500"
 
