@@ -1,6 +1,6 @@
 """Retrieval sets for the fusion replay (benchmarks/fusion.py), built from public QA data.
 
-Every set is a :class:`~m3e_rag.evaluation.RetrievalTask` built by the project's own loaders, plus
+Every set is a :class:`~m3e_rag.evaluate.retrieval.RetrievalTask` built by the project's own loaders, plus
 derived sets that the data does not hold as such:
 
 - ``kw-*``: keyword queries, the questions reduced to their content words (what people type into a
@@ -20,7 +20,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from m3e_rag.evaluation import EvalQuery, RetrievalTask, task_from_squad
+from m3e_rag.evaluate.retrieval import EvalQuery, RetrievalTask, task_from_squad
 from m3e_rag.types import Document
 
 #: name -> (corpus key, description); corpus keys name the index the set runs against.

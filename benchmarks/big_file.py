@@ -126,9 +126,9 @@ def _drive_only(tmp: Path, mb: float) -> dict[str, Any]:
     from support.standins import tiny_m3e
     from transformers import AutoTokenizer
 
-    from m3e_rag.chunking import Chunker
-    from m3e_rag.ingesting import IngestRun, InterruptFlag
-    from m3e_rag.loaders import FileLoader
+    from m3e_rag.ingest.chunking import Chunker
+    from m3e_rag.ingest.loaders import FileLoader
+    from m3e_rag.ingest.run import IngestRun, InterruptFlag
 
     folder = tmp / "docs"
     folder.mkdir()

@@ -2,7 +2,7 @@
 
 Methods, each run in a fresh process (so peak RSS is its own), alternated ``--repeats`` times:
 
-- ``new``: :class:`m3e_rag.chunking.Chunker` as it is in this tree;
+- ``new``: :class:`m3e_rag.ingest.chunking.Chunker` as it is in this tree;
 - ``old``: the chunker at commit 7239727 (``git show 7239727:m3e_rag/chunking.py``, loaded as a
   module), the baseline issue 10 measured (0.48 MB/s, +300 MiB for 4 MB);
 - ``langchain``: LangChain's ``RecursiveCharacterTextSplitter.from_huggingface_tokenizer`` with the
@@ -108,7 +108,7 @@ def worker(method: str, data: Path | None, mb: float) -> dict[str, Any]:
     text = _text(data, mb)
     size_mb = len(text.encode("utf-8")) / 1e6
     if method == "new":
-        from m3e_rag.chunking import Chunker
+        from m3e_rag.ingest.chunking import Chunker
 
         chunker = Chunker(tokenizer, 256, 32)
         chunker.split_text(text[:5000])  # warm up (builds the backend copy)

@@ -5,7 +5,7 @@ alternation (so machine load hits both sides of a comparison alike):
 
 - ``import m3e_rag``, ``m3e-rag --help`` and ``m3e-rag info --index``: wall seconds; whether torch,
   transformers or sentence-transformers were imported (they must not be; ``m3e-rag search`` imports
-  torch and transformers, and not sentence-transformers: see ``m3e_rag._native``);
+  torch and transformers, and not sentence-transformers: see ``m3e_rag.encode.native``);
 - ``m3e-rag search`` in a fresh process on an index built with the m3e-base shape (random weights, the
   real architecture and size), against the baseline "load the model with sentence-transformers and
   encode one query" (``SentenceTransformer(path).encode([q])``): seconds and the ratio;
@@ -67,7 +67,7 @@ if mode == "st":
 else:
     os.environ["M3E_RAG_ONEDNN"] = "1" if mode == "torch-onednn" else "0"
     from m3e_rag import M3EEncoder
-    from m3e_rag._onednn import PackedLinear
+    from m3e_rag.encode.onednn import PackedLinear
     enc = M3EEncoder(path, device="cpu").load()
     loaded = time.perf_counter()
     enc.encode_query(QUERY)
@@ -99,7 +99,7 @@ MODULES_CHILD = r"""
 import sys, runpy
 sys.argv = ["m3e-rag"] + sys.argv[1:]
 try:
-    from m3e_rag.cli import main
+    from m3e_rag.cli.main.main import main
     main(sys.argv[1:])
 except SystemExit:
     pass

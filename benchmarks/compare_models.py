@@ -1,6 +1,6 @@
 """Model comparison on the shared evaluation data: CMRC 2018 (zh -> zh) and XQuAD (zh questions -> en paragraphs).
 
-One command runs ``m3e_rag.compare.compare_models`` on both tasks and prints one table per task::
+One command runs ``m3e_rag.evaluate.compare.compare_models`` on both tasks and prints one table per task::
 
     nice -n 10 .venv/bin/python benchmarks/compare_models.py --data ../shared/data
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import _measure as M  # noqa: E402
 
-from m3e_rag.compare import CompareSettings, compare_models, plot_comparison  # noqa: E402
+from m3e_rag.evaluate.compare import CompareSettings, compare_models, plot_comparison  # noqa: E402
 
 STANDINS = {"e5-standin": "bilingual_standin", "minilm": "minilm_path"}
 

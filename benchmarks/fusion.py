@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "fusion.json"
 def _cache(args: argparse.Namespace) -> None:
     from _fusion_cache import cache_set
 
-    from m3e_rag.encoder import M3EEncoder
+    from m3e_rag.encode.encoder import M3EEncoder
 
     model = args.model
     if model is None:

@@ -1,6 +1,6 @@
 """Two persistent BM25 designs on the same pre-tokenized chunks: SQLite FTS5 against m3e-rag's postings + log.
 
-The choice behind :mod:`m3e_rag.sparse` / :mod:`m3e_rag.sparse_store`. Both get the same jieba terms
+The choice behind :mod:`m3e_rag.index.sparse.bm25` / :mod:`m3e_rag.index.sparse.folder`. Both get the same jieba terms
 (tokenizing is common to both and left out), the same chunks (``benchmarks/scale.py``'s corpus) and the
 same queries. Measured: bulk load chunks/s, one-chunk write + commit p50, top-100 query p50/p99 (FTS5:
 ``MATCH 'a OR b ...' ORDER BY rank``, its built-in ``bm25()``; ours: ``SparseIndex.search``), open time,
@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _measure import load_average, machine  # noqa: E402
 from scale import Corpus, sentences  # noqa: E402
 
-from m3e_rag.sparse import tokenize_for_bm25  # noqa: E402
-from m3e_rag.sparse_store import SparseFolder  # noqa: E402
+from m3e_rag.index.sparse.bm25 import tokenize_for_bm25  # noqa: E402
+from m3e_rag.index.sparse.folder import SparseFolder  # noqa: E402
 
 
 def pct(values: list[float]) -> dict[str, float]:

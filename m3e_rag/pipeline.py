@@ -29,15 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from ._boundary import check_filters
-from ._sparse_sync import SPARSE_DIR, SparseSide, server_cache_folder
-from .chunking import Chunker
-from .encoder import DEFAULT_BATCH_SIZE, Backend, M3EEncoder
-from .errors import InputError
-from .ingesting import IngestInterrupted, IngestRun, sigint_deferred
-from .loaders import DEFAULT_MAX_FILE_BYTES, FileLoader, SkippedFile, StreamedDocument, load_texts
-from .rerankers import RerankerLike, load_reranker
-from .retriever import (
+from m3e_rag.encode.encoder import DEFAULT_BATCH_SIZE, Backend, M3EEncoder
+from m3e_rag.errors import InputError
+from m3e_rag.index.boundary import check_filters
+from m3e_rag.index.chroma import DEFAULT_COLLECTION, ChromaStore, StoreRecord
+from m3e_rag.index.sparse.bm25 import SparseIndex
+from m3e_rag.index.sparse.sync import SPARSE_DIR, SparseSide, server_cache_folder
+from m3e_rag.ingest.chunking import Chunker
+from m3e_rag.ingest.loaders import DEFAULT_MAX_FILE_BYTES, FileLoader, SkippedFile, StreamedDocument, load_texts
+from m3e_rag.ingest.run import IngestInterrupted, IngestRun, sigint_deferred
+from m3e_rag.retrieve.modes import (
     HybridWeights,
     Reranker,
     SearchMode,
@@ -48,9 +49,8 @@ from .retriever import (
     rerank,
     strip_private,
 )
-from .sparse import SparseIndex
-from .store import DEFAULT_COLLECTION, ChromaStore, StoreRecord
-from .types import Chunk, Document, Metadata, RetrievedChunk
+from m3e_rag.retrieve.rerank import RerankerLike, load_reranker
+from m3e_rag.types import Chunk, Document, Metadata, RetrievedChunk
 
 __all__ = ["RAGPipeline", "IngestReport", "DEFAULT_CHUNK_TOKENS", "DEFAULT_OVERLAP_TOKENS"]
 
@@ -84,7 +84,7 @@ class IngestReport:
         texts_embedded: texts sent to the model.
         seconds: wall time of the ingest.
         interrupted: Ctrl-C stopped the ingest after committing its current step (see
-            :class:`~m3e_rag.ingesting.IngestInterrupted`); what is counted here was committed.
+            :class:`~m3e_rag.ingest.run.IngestInterrupted`); what is counted here was committed.
         notes: files loaded with a caveat (invalid bytes replaced by U+FFFD), as {path, reason}.
     """
 
@@ -142,10 +142,10 @@ class RAGPipeline:
         batch_size: texts per forward pass.
         sparse: keep a BM25 index beside the store (needed for ``mode="sparse"``/``"hybrid"``).
         hybrid_weights: how hybrid search fuses dense and BM25 candidates (default: z-score fusion,
-            see :class:`~m3e_rag.retriever.HybridWeights`).
+            see :class:`~m3e_rag.retrieve.modes.HybridWeights`).
         reranker: optional second stage applied to the top results of every search: a reranker name
             (``"bge-reranker-base"``), hub id or CrossEncoder folder (loaded on first use), a callable
-            ``fn(query, texts) -> scores``, or an object with ``predict`` (see :mod:`m3e_rag.rerankers`).
+            ``fn(query, texts) -> scores``, or an object with ``predict`` (see :mod:`m3e_rag.retrieve.rerank`).
     """
 
     def __init__(
@@ -332,7 +332,7 @@ class RAGPipeline:
             paths: files and folders (folders are walked recursively).
             texts: in-memory texts; ``sources`` names them (default: a hash of the text).
             documents: :class:`Document` objects, or LangChain / LlamaIndex Documents (see
-                :mod:`m3e_rag.framework_docs`).
+                :mod:`m3e_rag.ingest.documents`).
             sources: one source name per text.
             metadatas: one metadata dict per text.
             include: glob patterns a file must match (folders only).
@@ -348,7 +348,7 @@ class RAGPipeline:
         new ones added, stale ones removed. Sources not mentioned are untouched. A bad file never
         stops an ingest: it is listed in ``files_skipped`` with the reason.
 
-        Memory is bounded (see :mod:`m3e_rag.ingesting`): documents stream from the loader, each is
+        Memory is bounded (see :mod:`m3e_rag.ingest.run`): documents stream from the loader, each is
         chunked window by window, and chunks are embedded and stored in steps of
         ``INGEST_STEP_CHUNKS``.
 
@@ -364,7 +364,7 @@ class RAGPipeline:
         if texts is not None:
             given.extend(load_texts(texts, sources=sources, metadatas=metadatas))
         if documents is not None:
-            from .framework_docs import coerce_documents  # LangChain / LlamaIndex Documents too
+            from m3e_rag.ingest.documents import coerce_documents  # LangChain / LlamaIndex Documents too
 
             given.extend(coerce_documents(documents))
         loader: FileLoader | None = None
@@ -607,7 +607,7 @@ class RAGPipeline:
                 ranking in every mode: BM25 scores only the matching chunks, so the one matching chunk
                 among thousands is still found.
             mode: ``dense`` (M3E cosine), ``sparse`` (BM25) or ``hybrid`` (both fused per query, see
-                :class:`~m3e_rag.retriever.HybridWeights`). None (the default) is ``hybrid`` when the
+                :class:`~m3e_rag.retrieve.modes.HybridWeights`). None (the default) is ``hybrid`` when the
                 pipeline keeps a BM25 index (``sparse=True``, the default), else ``dense``: hybrid
                 measured at or above dense on every evaluation set (``benchmarks/results/fusion.json``).
             mmr: diversify with maximal marginal relevance over ``fetch_k`` candidates.
@@ -692,7 +692,7 @@ class RAGPipeline:
 
     def _bounded_query(self, query: str) -> str:
         """The part of ``query`` the model reads (its window less the query prompt); lone surrogates refused."""
-        from ._query import cap_query, cap_query_chars, check_unicode
+        from m3e_rag.encode.inputs import cap_query, cap_query_chars, check_unicode
 
         check_unicode(query)
         window = self.encoder.max_seq_length
@@ -739,10 +739,10 @@ class RAGPipeline:
         """The filtered BM25 top-``depth`` from the head of the unfiltered ranking; None to take the exact path.
 
         The head's records are fetched by id and the metadata filter evaluated on them
-        (:func:`m3e_rag._where.match_where`); a document filter, a record it cannot decide, or a head
+        (:func:`m3e_rag.index.where.match_where`); a document filter, a record it cannot decide, or a head
         too short sends the search to the exact path.
         """
-        from ._where import match_where
+        from m3e_rag.index.where import match_where
 
         if where_document or not where:
             return None

@@ -1,4 +1,4 @@
-"""Tests for m3e_rag.chunking: exact slices, token budgets, Chinese/English sentence rules, overlap."""
+"""Tests for m3e_rag.ingest.chunking: exact slices, token budgets, Chinese/English sentence rules, overlap."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, BertTokenizerFast
 
-from m3e_rag.chunking import CHUNKER_VERSION, Chunker, _sentence_starts
 from m3e_rag.errors import InputError
+from m3e_rag.ingest.chunking import CHUNKER_VERSION, Chunker, _sentence_starts
 from m3e_rag.types import Chunk, Document
 
 CJK_VOCAB = (

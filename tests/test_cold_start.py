@@ -16,7 +16,7 @@ from m3e_rag import RAGPipeline
 HEAVY = ("torch", "transformers", "sentence_transformers")
 CHILD = r"""
 import json, sys
-from m3e_rag.cli import main
+from m3e_rag.cli.main import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:

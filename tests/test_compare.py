@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from m3e_rag import cli, compare
-from m3e_rag.compare import CompareSettings, Comparison, compare_models, plot_comparison
+from m3e_rag.cli import main as cli
 from m3e_rag.errors import InputError, MissingExtraError
+from m3e_rag.evaluate import compare
+from m3e_rag.evaluate.compare import CompareSettings, Comparison, compare_models, plot_comparison
 from tests.support import standins
 
 CORPUS = [

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from m3e_rag import RAGPipeline
-from m3e_rag.sparse import SparseIndex
-from m3e_rag.store import ChromaStore, StoreRecord
+from m3e_rag.index.chroma import ChromaStore, StoreRecord
+from m3e_rag.index.sparse.bm25 import SparseIndex
 
 TEXTS = ["大熊猫主要吃竹子。", "长城东起山海关。", "Green tea is not fermented.", "光合作用在叶绿体中进行。"]
 SOURCES = ["panda", "wall", "tea", "leaf"]

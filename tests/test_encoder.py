@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from m3e_rag import M3EEncoder
-from m3e_rag.encoder import _MODELS, PAD_TO_MULTIPLE, _pad_features
+from m3e_rag.encode.encoder import _MODELS, PAD_TO_MULTIPLE, _pad_features
+from m3e_rag.encode.registry import MODELS, resolve_spec
 from m3e_rag.errors import InputError, InputTooLongError, ModelLoadError
-from m3e_rag.models import MODELS, resolve_spec
 
 MIXED = [
     "大熊猫主要以竹子为食，每天要吃十几公斤。",
@@ -170,13 +170,13 @@ def test_overflow_policies(tiny_model_path: Path, caplog: pytest.LogCaptureFixtu
         strict.encode_documents(["短文本", long_text])
     warn = M3EEncoder(str(tiny_model_path), on_overflow="warn")
     before = warn.stats.truncated
-    with caplog.at_level(logging.WARNING, logger="m3e_rag.encoder"):
+    with caplog.at_level(logging.WARNING, logger="m3e_rag.encode.encoder"):
         vec = warn.encode_documents(["短文本", long_text])
     assert vec.shape == (2, 64)
     assert warn.stats.truncated == before + 1
     assert "1 of 2 texts exceed the 512-token window and were truncated" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="m3e_rag.encoder"):
+    with caplog.at_level(logging.WARNING, logger="m3e_rag.encode.encoder"):
         M3EEncoder(str(tiny_model_path), on_overflow="truncate").encode_documents([long_text])
     assert "truncated" not in caplog.text
     # Truncation keeps the first 510 tokens: same vector as the text cut at 510 characters.
@@ -228,7 +228,7 @@ def test_licence_note_logged_once_for_m3e(tiny_model_path: Path, tmp_path: Path,
                                           caplog: pytest.LogCaptureFixture) -> None:
     folder = tmp_path / "m3e-base-local"
     shutil.copytree(tiny_model_path, folder)
-    with caplog.at_level(logging.WARNING, logger="m3e_rag.encoder"):
+    with caplog.at_level(logging.WARNING, logger="m3e_rag.encode.encoder"):
         M3EEncoder(str(folder)).load()
         M3EEncoder(str(folder), batch_size=3).encode_query("你好")
     assert caplog.text.count("M3E weights: check their licence") == 1
@@ -284,7 +284,7 @@ def test_pad_features_rounds_up_masked_and_knows_when_not_to() -> None:
 )
 @settings(max_examples=200, deadline=None)
 def test_batches_cover_every_text_once_within_both_budgets(lengths: list[int], max_texts: int, max_tokens: int) -> None:
-    from m3e_rag.encoder import _batches
+    from m3e_rag.encode.encoder import _batches
 
     arr = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-arr, kind="stable")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from m3e_rag import RAGPipeline
-from m3e_rag.cli import main
+from m3e_rag.cli.main import main
 from m3e_rag.errors import InputError
 
 N_OTHERS = 150

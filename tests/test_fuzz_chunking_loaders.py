@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from m3e_rag import chunking
-from m3e_rag.chunking import _NO_START, Chunker
 from m3e_rag.errors import InputError
-from m3e_rag.loaders import StreamedDocument, decode_bytes, load_paths
+from m3e_rag.ingest import chunking
+from m3e_rag.ingest.chunking import _NO_START, Chunker
+from m3e_rag.ingest.loaders import StreamedDocument, decode_bytes, load_paths
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

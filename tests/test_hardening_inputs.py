@@ -17,10 +17,10 @@ from transformers import AutoTokenizer
 
 from m3e_rag import RAGPipeline
 from m3e_rag import pipeline as pipeline_module
-from m3e_rag.chunking import WINDOW_CHARS, Chunker
-from m3e_rag.cli import _file_size, main
-from m3e_rag.ingesting import IngestInterrupted, IngestRun
-from m3e_rag.loaders import FileLoader, StreamedDocument, csvfile, load_paths, textfile
+from m3e_rag.cli.main import _file_size, main
+from m3e_rag.ingest.chunking import WINDOW_CHARS, Chunker
+from m3e_rag.ingest.loaders import FileLoader, StreamedDocument, csvfile, load_paths, textfile
+from m3e_rag.ingest.run import IngestInterrupted, IngestRun
 
 ZH = "自然语言处理是人工智能的一个重要方向，它研究如何让计算机理解人类的语言。"
 EN = "Natural language processing is a field of AI, e.g. it includes 3.14 and U.S. examples. "

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from m3e_rag import RAGPipeline
-from m3e_rag.cli import main, parse_json_filter
+from m3e_rag.cli.main import main, parse_json_filter
 from m3e_rag.errors import IndexDamagedError, InputError, StoreError
-from m3e_rag.store import ChromaStore, StoreRecord
+from m3e_rag.index.chroma import ChromaStore, StoreRecord
 
 TEXTS = ["大熊猫主要吃竹子。", "长城是古代的防御工程。", "The Eiffel Tower is in Paris.", "西湖龙井是绿茶。"]
 
@@ -64,8 +64,8 @@ def _one_error_line(err: str) -> str:
 def test_ten_megabyte_query_is_capped_before_tokenizers_and_bm25(rag: RAGPipeline,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: the whole 10 MB went through the tokenizer (twice) and jieba. Now: a window's worth."""
-    import m3e_rag.sparse as sparse_mod
-    from m3e_rag.encoder import M3EEncoder
+    import m3e_rag.index.sparse.bm25 as sparse_mod
+    from m3e_rag.encode.encoder import M3EEncoder
 
     big = "大熊猫吃竹子，" * (10 * 2**20 // 7)  # 10 MiB of text
     seen_model: list[int] = []
@@ -333,7 +333,7 @@ def test_full_disk_is_a_store_error_and_loses_nothing(built: Path, tiny_model_pa
     # Chroma's own message for a full disk is often unspecific; the free space tells.
     from chromadb.errors import InternalError
 
-    import m3e_rag._boundary as boundary
+    import m3e_rag.index.boundary as boundary
 
     def compaction(self: Any, *args: Any, **kwargs: Any) -> None:
         raise InternalError("Error in compaction: Failed to apply logs to the metadata segment")
@@ -348,7 +348,7 @@ def test_full_disk_is_a_store_error_and_loses_nothing(built: Path, tiny_model_pa
 
 def test_unexpected_exception_is_exit_1_with_a_hint(capsys: pytest.CaptureFixture[str],
                                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import m3e_rag.doctor as doctor
+    import m3e_rag.index.doctor as doctor
 
     def boom(*args: Any, **kwargs: Any) -> None:
         raise KeyError("surprise")

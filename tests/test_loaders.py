@@ -1,4 +1,4 @@
-"""Tests for m3e_rag.loaders: formats, encodings, skips, walking and filters."""
+"""Tests for m3e_rag.ingest.loaders: formats, encodings, skips, walking and filters."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from m3e_rag.errors import InputError
-from m3e_rag.loaders import LoadResult, SkippedFile, decode_bytes, load_paths, load_texts
+from m3e_rag.ingest.loaders import LoadResult, SkippedFile, decode_bytes, load_paths, load_texts
 from m3e_rag.types import Document
 
 SIMPLIFIED = [

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from m3e_rag import RAGPipeline
-from m3e_rag._loading import resolve_model_name
+from m3e_rag.encode.loading import resolve_model_name
 
 
 def test_folder_names_resolve_to_one_absolute_path(tiny_model_path: Path, monkeypatch) -> None:

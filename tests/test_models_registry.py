@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3e_rag import cli
-from m3e_rag._loading import is_m3e, resolve_model_name
-from m3e_rag.encoder import M3EEncoder
-from m3e_rag.errors import InputError
-from m3e_rag.models import (
+from m3e_rag.cli import main as cli
+from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.encode.loading import is_m3e, resolve_model_name
+from m3e_rag.encode.registry import (
     BGE_ZH_QUERY_INSTRUCTION,
     MODELS,
     ModelSpec,
@@ -20,6 +19,7 @@ from m3e_rag.models import (
     resolve_spec,
     spec_for,
 )
+from m3e_rag.errors import InputError
 
 
 def test_registry_holds_m3e_and_bge_facts() -> None:
@@ -55,8 +55,8 @@ def test_local_folders_are_recognised_by_name_only(tmp_path: Path) -> None:
 
 
 def test_register_model_refuses_clashes_and_bad_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("m3e_rag.models.MODELS", dict(MODELS))
-    from m3e_rag import models
+    monkeypatch.setattr("m3e_rag.encode.registry.MODELS", dict(MODELS))
+    from m3e_rag.encode import registry as models
 
     spec = ModelSpec("my-model", "org/my-model", 256, 128, ("en",), 5)
     assert register_model(spec) is models.MODELS["my-model"]

@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from m3e_rag._native import NativeSentenceModel, Plan, plan_for  # noqa: E402
+from m3e_rag.encode.native import NativeSentenceModel, Plan, plan_for  # noqa: E402
 
 TEXTS = [
     "大熊猫主要吃竹子，每天要花十几个小时进食。",

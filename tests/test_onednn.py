@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from m3e_rag._onednn import PackedLinear, onednn_available, use_onednn_linears  # noqa: E402
+from m3e_rag.encode.onednn import PackedLinear, onednn_available, use_onednn_linears  # noqa: E402
 
 TEXTS = ["大熊猫主要吃竹子。", "The Great Wall is long.", "混合 text 与 123 数字"]
 
@@ -32,8 +32,8 @@ def test_packed_model_encodes_like_the_original(tiny_model_path: Path) -> None:
 
 def test_packing_waits_for_enough_work(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A one-shot query never pays for packing; the first call that brings ONEDNN_AFTER_TOKENS packs first."""
-    from m3e_rag import encoder as enc_mod
-    from m3e_rag.encoder import ONEDNN_AFTER_TOKENS, M3EEncoder
+    from m3e_rag.encode import encoder as enc_mod
+    from m3e_rag.encode.encoder import ONEDNN_AFTER_TOKENS, M3EEncoder
 
     monkeypatch.setattr(enc_mod, "_MODELS", {})  # a model of its own, not one another test packed
     monkeypatch.delenv(enc_mod.ONEDNN_ENV, raising=False)
@@ -61,7 +61,7 @@ def test_packing_waits_for_enough_work(tiny_model_path: Path, monkeypatch: pytes
 
 def test_kernel_caches_capped_unless_the_process_chose(monkeypatch: pytest.MonkeyPatch) -> None:
     """Packing caps oneDNN's and ideep's kernel caches (both: ideep keeps what it caches), never a user's value."""
-    from m3e_rag import _onednn
+    from m3e_rag.encode import onednn as _onednn
 
     monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
     monkeypatch.setenv("LRU_CACHE_CAPACITY", "500")
@@ -72,8 +72,8 @@ def test_kernel_caches_capped_unless_the_process_chose(monkeypatch: pytest.Monke
 
 def test_heap_trimmed_by_work_done_not_by_batch(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Short queries trim once per TRIM_EVERY_PADDED_TOKENS between them; batches under that bound still add up."""
-    from m3e_rag import encoder as enc_mod
-    from m3e_rag.encoder import M3EEncoder
+    from m3e_rag.encode import encoder as enc_mod
+    from m3e_rag.encode.encoder import M3EEncoder
 
     trims: list[int] = []
     monkeypatch.setattr(enc_mod, "_trim_heap", lambda: trims.append(1))

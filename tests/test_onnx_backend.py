@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from m3e_rag import M3EEncoder
+from m3e_rag.encode.onnx import OnnxRunner, onnx_cache_dir
 from m3e_rag.errors import MissingExtraError
-from m3e_rag.onnx_backend import OnnxRunner, onnx_cache_dir
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -180,7 +180,7 @@ def test_changed_weights_give_a_new_export(tiny_model_path: Path, tmp_path: Path
     first = _runner(M3EEncoder(str(model), backend="onnx").load()).model_file
     weights = next(model.glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    from m3e_rag.encoder import _MODELS
+    from m3e_rag.encode.encoder import _MODELS
 
     _MODELS.pop((str(model), "cpu", "onnx", False), None)
     second = _runner(M3EEncoder(str(model), backend="onnx").load())

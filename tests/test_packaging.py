@@ -36,7 +36,7 @@ def test_public_api_is_small_and_pinned() -> None:
 def test_import_is_light_and_offline() -> None:
     """Importing the engine loads no model, no torch, no Chroma and no framework."""
     code = (
-        "import sys, m3e_rag, m3e_rag.cli;"
+        "import sys, m3e_rag, m3e_rag.cli.main;"
         "heavy = [m for m in ('torch', 'chromadb', 'langchain_core', 'llama_index.core', 'sentence_transformers')"
         " if m in sys.modules]; print(heavy)"
     )
@@ -71,4 +71,4 @@ def test_wheel_contains_the_adapters_under_their_ecosystem_names(tmp_path: Path)
         assert f"llama_index/{level}/__init__.py" not in names
     assert not any(n.startswith(("tests/", "integrations/", "examples/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "m3e-rag = m3e_rag.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "m3e-rag = m3e_rag.cli.main:main" in zipfile.ZipFile(wheel).read(entry).decode()

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-import m3e_rag.encoder as encoder_module
+import m3e_rag.encode.encoder as encoder_module
 from m3e_rag import M3EEncoder
-from m3e_rag.encoder import HALF_MIN_COSINE, _probe_vectors, _settle_precision
+from m3e_rag.encode.encoder import HALF_MIN_COSINE, _probe_vectors, _settle_precision
 
 
 def _fresh(path: Path) -> object:
@@ -46,7 +46,7 @@ def test_float32_is_kept_when_float16_breaks_the_vectors(
     with torch.no_grad():  # weights past float16's range (65,504): inf once halved, NaN vectors
         st[0].auto_model.embeddings.word_embeddings.weight.mul_(1e6)
     reference = _probe_vectors(st)
-    with caplog.at_level(logging.WARNING, logger="m3e_rag.encoder"):
+    with caplog.at_level(logging.WARNING, logger="m3e_rag.encode.encoder"):
         model, dtype, cosine = _settle_precision(st, None, half_by_default=True)
     assert model is st and dtype == "float32" and next(st.parameters()).dtype == torch.float32
     assert cosine is not None and not cosine >= HALF_MIN_COSINE
@@ -64,7 +64,7 @@ def test_named_half_dtype_is_honoured_and_a_loose_one_is_reported(
     assert "min cosine" not in caplog.text
     # Asked for explicitly, half precision is kept even under the bound, and the user is told.
     monkeypatch.setattr(encoder_module, "HALF_MIN_COSINE", 1.0 - 1e-7)
-    with caplog.at_level(logging.WARNING, logger="m3e_rag.encoder"):
+    with caplog.at_level(logging.WARNING, logger="m3e_rag.encode.encoder"):
         model, dtype, cosine = _settle_precision(_fresh(tiny_model_path), "bfloat16", half_by_default=False)
     assert dtype == "bfloat16" and next(model.parameters()).dtype == torch.bfloat16
     assert "dtype='bfloat16'" in caplog.text and "min cosine" in caplog.text

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3e_rag import cli
-from m3e_rag.encoder import M3EEncoder
+from m3e_rag.cli import main as cli
+from m3e_rag.encode.encoder import M3EEncoder
 from m3e_rag.errors import InputError
 
 WEATHER_ZH = "今天天气怎么样？"

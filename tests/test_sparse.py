@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3e_rag import sparse
 from m3e_rag.errors import InputError, StoreError
-from m3e_rag.fusion import rrf_fuse
-from m3e_rag.sparse import STOPWORDS, SparseIndex, fingerprint, tokenize_for_bm25
+from m3e_rag.index.sparse import bm25 as sparse
+from m3e_rag.index.sparse.bm25 import STOPWORDS, SparseIndex, fingerprint, tokenize_for_bm25
+from m3e_rag.retrieve.fusion import rrf_fuse
 
 EXT_B = "\U00020000"  # 𠀀, CJK Unified Ideographs Extension B: an astral (non-BMP) character
 
@@ -448,7 +448,7 @@ def test_rrf_counts_a_repeated_id_once_per_ranking() -> None:
 
 
 def test_term_coverage_measures_what_bm25_can_see() -> None:
-    from m3e_rag.sparse import SparseIndex
+    from m3e_rag.index.sparse.bm25 import SparseIndex
 
     index = SparseIndex()
     index.upsert(["en1", "en2"], ["The Eiffel Tower was finished in 1889.", "Pandas eat bamboo every day."])

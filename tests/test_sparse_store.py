@@ -1,6 +1,6 @@
 """The BM25 index on disk: incremental writes, compaction, torn logs, kill -9, readers in other processes.
 
-No model is needed: these drive :class:`m3e_rag.sparse_store.SparseFolder` directly.
+No model is needed: these drive :class:`m3e_rag.index.sparse.folder.SparseFolder` directly.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from m3e_rag import sparse_store
 from m3e_rag.errors import StoreError
-from m3e_rag.sparse import STOPWORDS, SparseIndex, tokenize_for_bm25
-from m3e_rag.sparse_store import SparseFolder
+from m3e_rag.index.sparse import folder as sparse_store
+from m3e_rag.index.sparse.bm25 import STOPWORDS, SparseIndex, tokenize_for_bm25
+from m3e_rag.index.sparse.folder import SparseFolder
 
 DOCS = {
     "duck": "北京烤鸭是北京最有名的菜，很多游客专门去吃烤鸭。",
@@ -131,8 +131,8 @@ def test_a_reader_follows_another_writer_incrementally_and_across_compaction(tmp
 WRITER = r"""
 import sys
 from pathlib import Path
-from m3e_rag.sparse_store import SparseFolder
-from m3e_rag import sparse_store
+from m3e_rag.index.sparse.folder import SparseFolder
+from m3e_rag.index.sparse import folder as sparse_store
 sparse_store.LOG_MIN_RECORDS = 40  # compact often, so the kill can land inside a snapshot write too
 folder = Path(sys.argv[1])
 disk = SparseFolder.create(folder, generation=0)

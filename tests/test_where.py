@@ -1,6 +1,6 @@
 """The metadata-filter evaluator of filtered BM25 agrees with Chroma wherever it answers (differential test).
 
-``m3e_rag._where.match_where`` decides Chroma's ``where`` on records already fetched, or says it cannot
+``m3e_rag.index.where.match_where`` decides Chroma's ``where`` on records already fetched, or says it cannot
 (None). A wrong True/False would silently change filtered sparse and hybrid results, so every answer it
 gives on generated records and filters is compared with ``collection.get(where=...)`` of Chroma itself.
 """
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from m3e_rag._where import match_where
+from m3e_rag.index.where import match_where
 
 chromadb = pytest.importorskip("chromadb")
 

@@ -4,7 +4,7 @@ A shell: it converts arrays to lists of floats and forwards every option to the 
 holds all the logic (batching, prompts, truncation accounting, dtype, backends). It accepts
 ``langchain_huggingface.HuggingFaceEmbeddings``' fields with the same meaning (``model_kwargs``,
 ``encode_kwargs``, ``query_encode_kwargs``, ``cache_folder``, ``show_progress``, ``multi_process``);
-:mod:`m3e_rag.hf_options` maps them, and refuses by name whatever has no meaning for M3E.
+:mod:`m3e_rag.encode.hf_options` maps them, and refuses by name whatever has no meaning for M3E.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.utils import from_env
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from m3e_rag.encoder import ADAPTER_OPTIONS, DEFAULT_BATCH_SIZE, Backend, M3EEncoder, OnOverflow
+from m3e_rag.encode.encoder import ADAPTER_OPTIONS, DEFAULT_BATCH_SIZE, Backend, M3EEncoder, OnOverflow
+from m3e_rag.encode.hf_options import encoder_kwargs_from_hf
 from m3e_rag.errors import InputError
-from m3e_rag.hf_options import encoder_kwargs_from_hf
 
 __all__ = ["M3EEmbeddings"]
 

@@ -1,6 +1,6 @@
 """``M3ETextSplitter``: m3e-rag's Chinese-aware chunker as a LangChain ``TextSplitter``.
 
-A shell over :class:`m3e_rag.chunking.Chunker` (sentence ends 。！？；… and line breaks, whole-sentence
+A shell over :class:`m3e_rag.ingest.chunking.Chunker` (sentence ends 。！？；… and line breaks, whole-sentence
 overlap), budgeted in the embedding model's own tokens, so every chunk fits M3E's 512-token window.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from m3e_rag.chunking import Chunker
-from m3e_rag.encoder import M3EEncoder
+from m3e_rag.encode.encoder import M3EEncoder
 from m3e_rag.errors import InputError
+from m3e_rag.ingest.chunking import Chunker
 
 from .embeddings import M3EEmbeddings, check_kwargs
 

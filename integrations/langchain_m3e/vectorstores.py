@@ -20,11 +20,11 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from pydantic import ConfigDict, Field
 
 from m3e_rag.errors import InputError, StoreError
-from m3e_rag.framework_docs import coerce_documents
+from m3e_rag.index.chroma import DEFAULT_COLLECTION
+from m3e_rag.ingest.documents import coerce_documents
 from m3e_rag.pipeline import IngestReport, RAGPipeline
-from m3e_rag.relevance import chroma_distances
-from m3e_rag.retriever import SearchMode
-from m3e_rag.store import DEFAULT_COLLECTION
+from m3e_rag.retrieve.modes import SearchMode
+from m3e_rag.retrieve.relevance import chroma_distances
 from m3e_rag.types import Document as M3EDocument
 from m3e_rag.types import RetrievedChunk
 
@@ -55,7 +55,7 @@ def _to_document(chunk: RetrievedChunk) -> Document:
 
 
 def to_m3e_documents(documents: Sequence[Any]) -> list[M3EDocument]:
-    """LangChain Documents -> m3e_rag Documents for ``ingest`` (see :func:`m3e_rag.framework_docs.coerce_documents`).
+    """LangChain Documents -> m3e_rag Documents for ``ingest`` (see :func:`m3e_rag.ingest.documents.coerce_documents`).
 
     The source is ``metadata["source"]``, else the Document's ``id``, else a hash of its text, so
     re-ingesting the same Documents replaces their chunks instead of duplicating them.
@@ -85,12 +85,12 @@ class M3EVectorStore(VectorStore):
     - ``similarity_search_with_relevance_scores``: Chroma returns ``1 - distance`` (negative for
       opposite vectors). Here a relevance in [0, 1] in every mode: dense ``max(0, cosine)``, sparse
       BM25 score / the best BM25 score returned, hybrid the fusion weights' mean of those two
-      (non-increasing down the list), see :mod:`m3e_rag.relevance`.
+      (non-increasing down the list), see :mod:`m3e_rag.retrieve.relevance`.
     - ``as_retriever(search_type="similarity_score_threshold")``: a threshold on that relevance, as in
       Chroma (here always in [0, 1]).
 
     ``mode="dense"|"sparse"|"hybrid"`` (and ``where_document``) work on every search method; see
-    :mod:`m3e_rag.relevance` for how each mode maps to relevance. Differences from Chroma, on purpose:
+    :mod:`m3e_rag.retrieve.relevance` for how each mode maps to relevance. Differences from Chroma, on purpose:
     metadatas must be one per text (Chroma pads a short list with ``{}``); nested metadata raises
     :class:`~m3e_rag.errors.InputError` naming the key (as Chroma raises); only M3EEmbeddings are accepted.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import API_KEY_ENV, ServeConfig, is_loopback
+from m3e_rag.serve.config import API_KEY_ENV, ServeConfig, is_loopback
 
 __all__ = ["ServeConfig", "API_KEY_ENV", "is_loopback", "create_app", "run"]
 
@@ -20,7 +20,7 @@ __all__ = ["ServeConfig", "API_KEY_ENV", "is_loopback", "create_app", "run"]
 def _require_extra() -> None:
     from importlib.util import find_spec
 
-    from ..errors import MissingExtraError
+    from m3e_rag.errors import MissingExtraError
 
     for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("prometheus_client", "prometheus-client"),
                             ("orjson", "orjson")):
@@ -31,7 +31,7 @@ def _require_extra() -> None:
 def create_app(config: ServeConfig, **kwargs: Any) -> Any:
     """The ASGI app (see :func:`m3e_rag.serve.app.create_app`)."""
     _require_extra()
-    from .app import create_app as _create
+    from m3e_rag.serve.app import create_app as _create
 
     return _create(config, **kwargs)
 
@@ -39,6 +39,6 @@ def create_app(config: ServeConfig, **kwargs: Any) -> Any:
 def run(config: ServeConfig, log_level: str = "info") -> int:
     """Serve until SIGTERM/SIGINT, then finish in-flight requests; returns the exit code."""
     _require_extra()
-    from .runner import run as _run
+    from m3e_rag.serve.runner import run as _run
 
     return _run(config, log_level=log_level)

@@ -33,13 +33,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from ..errors import InputError, InputTooLongError, M3ERagError, ModelMismatchError, StoreError
-from .auth import Gate, Message, Receive, Scope, Send, error_body
-from .batcher import BatcherClosedError, EmbedResult, Kind, QueueFullError
-from .config import ServeConfig
-from .metrics import CONTENT_TYPE_LATEST
-from .schemas import EmbeddingRequest, EmbeddingResponse, IngestRequest, RerankRequest, SearchRequest
-from .service import Service
+from m3e_rag.errors import InputError, InputTooLongError, M3ERagError, ModelMismatchError, StoreError
+from m3e_rag.serve.auth import Gate, Message, Receive, Scope, Send, error_body
+from m3e_rag.serve.batcher import BatcherClosedError, EmbedResult, Kind, QueueFullError
+from m3e_rag.serve.config import ServeConfig
+from m3e_rag.serve.metrics import CONTENT_TYPE_LATEST
+from m3e_rag.serve.schemas import EmbeddingRequest, EmbeddingResponse, IngestRequest, RerankRequest, SearchRequest
+from m3e_rag.serve.service import Service
 
 __all__ = ["create_app", "ApiError"]
 
@@ -340,7 +340,7 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
                            "--reranker MODEL, or drop rerank.", param="rerank", code="reranker_not_configured")
         if body.rerank_top_n is not None and not body.rerank:
             raise ApiError(400, "rerank_top_n only applies with rerank=true.", param="rerank_top_n")
-        from .._boundary import check_filters
+        from m3e_rag.index.boundary import check_filters
 
         try:
             check_filters(body.where, body.where_document)
@@ -433,7 +433,7 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
 
 
 def _version() -> str:
-    from .. import __version__
+    from m3e_rag._version import __version__
 
     return str(__version__)
 
@@ -514,7 +514,7 @@ def _score_pairs(model: Any, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, 
     """Cross-encoder scores of the pairs and the tokens it read (runs on the model worker)."""
     scores = np.asarray(model.predict(pairs), dtype=np.float64).reshape(-1)
     tokens = 0
-    loader = getattr(model, "load", None)  # m3e_rag.rerankers.CrossEncoderReranker wraps the CrossEncoder
+    loader = getattr(model, "load", None)  # m3e_rag.retrieve.rerank.CrossEncoderReranker wraps the CrossEncoder
     tokenizer = getattr(loader() if callable(loader) else model, "tokenizer", None)
     if tokenizer is not None:
         encoded = tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=True)

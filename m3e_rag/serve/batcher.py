@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from ..errors import InputError, InputTooLongError, M3ERagError
+from m3e_rag.errors import InputError, InputTooLongError, M3ERagError
 
 __all__ = ["Batcher", "EmbedResult", "QueueFullError", "BatcherClosedError", "Kind"]
 

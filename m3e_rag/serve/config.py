@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from m3e_rag.errors import InputError
 
 __all__ = ["ServeConfig", "API_KEY_ENV", "is_loopback", "add_serve_arguments", "config_from_args"]
 

@@ -15,8 +15,8 @@ from collections.abc import Generator
 
 import uvicorn
 
-from .app import create_app
-from .config import ServeConfig
+from m3e_rag.serve.app import create_app
+from m3e_rag.serve.config import ServeConfig
 
 __all__ = ["run"]
 

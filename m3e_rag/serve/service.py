@@ -1,7 +1,7 @@
 """The service's engine room: the loaded model, the batcher, the index and the reranker.
 
 The server adds transport, batching and auth to the library, nothing else: vectors come from
-:class:`~m3e_rag.encoder.M3EEncoder`, search and ingest from :class:`~m3e_rag.pipeline.RAGPipeline`.
+:class:`~m3e_rag.encode.encoder.M3EEncoder`, search and ingest from :class:`~m3e_rag.pipeline.RAGPipeline`.
 Every model call (embedding requests, the pipeline's ingest and query embeddings, the reranker)
 runs on the batcher's single worker thread, so requests and ingests share forward passes instead
 of competing for the cores.
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from ..encoder import M3EEncoder
-from ..errors import InputError, M3ERagError
-from .batcher import Batcher, Kind
-from .config import ServeConfig
-from .metrics import ServeMetrics
+from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.errors import InputError, M3ERagError
+from m3e_rag.serve.batcher import Batcher, Kind
+from m3e_rag.serve.config import ServeConfig
+from m3e_rag.serve.metrics import ServeMetrics
 
 __all__ = ["Service", "WorkerEncoder", "WorkerReranker"]
 
@@ -95,8 +95,8 @@ class WorkerReranker:
 
 
 def load_reranker(spec: str, device: str | None) -> Any:
-    """Load a cross-encoder by alias, hub id or folder (``m3e_rag.rerankers``), now rather than on first use."""
-    from ..rerankers import load_reranker as _load
+    """Load a cross-encoder by alias, hub id or folder (``m3e_rag.retrieve.rerank``), now rather than on first use."""
+    from m3e_rag.retrieve.rerank import load_reranker as _load
 
     reranker = _load(spec, device=device)
     loader = getattr(reranker, "load", None)
@@ -137,7 +137,7 @@ class Service:
         if cfg.model or os.environ.get("M3E_MODEL"):
             return cfg.model or os.environ.get("M3E_MODEL")
         if cfg.has_index:
-            from ..store import read_index_model
+            from m3e_rag.index.chroma import read_index_model
 
             recorded = read_index_model(None if cfg.chroma_url else cfg.index, cfg.chroma_url, cfg.collection)
             if recorded:
@@ -172,7 +172,7 @@ class Service:
             self.reranker = WorkerReranker(load_reranker(cfg.reranker, cfg.device), self.batcher)
             self.reranker_id = model_id(cfg.reranker)
         if cfg.has_index:
-            from ..pipeline import RAGPipeline
+            from m3e_rag.pipeline import RAGPipeline
 
             self.pipeline = RAGPipeline(
                 cfg.index or ".m3e_index", chroma_url=cfg.chroma_url, collection=cfg.collection,

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support import standins  # noqa: E402
 
 TEXTS = {
-    "bamboo.md": "# 竹子\n\n竹子是禾本科的多年生植物，生长很快。熊猫主要以竹子为食。\n\nBamboo is a fast-growing grass.",
+    "bamboo.md": "# 竹子\n\n竹子是禾本科的多年生植物，生长很快。熊猫主要以竹子为食。\n\nBamboo is a fast-growing grass.",  # noqa: E501
     "tea.txt": "龙井茶产于杭州西湖一带，是中国十大名茶之一。Longjing tea comes from Hangzhou.",
     "rust.txt": "Rust is a systems programming language focused on safety and speed. 它没有垃圾回收器。",
 }

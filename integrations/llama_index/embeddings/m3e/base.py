@@ -20,10 +20,9 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import Field, PrivateAttr
 
-from m3e_rag._refuse import refuse_unknown
-from m3e_rag.encoder import ADAPTER_OPTIONS, DEFAULT_BATCH_SIZE, Backend, M3EEncoder, OnOverflow
-from m3e_rag.errors import InputError
-from m3e_rag.models import DEFAULT_MODEL
+from m3e_rag.encode.encoder import ADAPTER_OPTIONS, DEFAULT_BATCH_SIZE, Backend, M3EEncoder, OnOverflow
+from m3e_rag.encode.registry import DEFAULT_MODEL
+from m3e_rag.errors import InputError, refuse_unknown
 
 __all__ = ["M3EEmbedding"]
 

@@ -1,6 +1,6 @@
 """m3e-rag's Chinese-aware chunker as a LlamaIndex node parser.
 
-``M3ENodeParser`` splits documents with :class:`m3e_rag.chunking.Chunker`: sentence ends
+``M3ENodeParser`` splits documents with :class:`m3e_rag.ingest.chunking.Chunker`: sentence ends
 (。！？；… and line breaks), whole-sentence overlap, and a budget counted in the embedding model's
 own tokens, so every node fits the model's window *including* the metadata text LlamaIndex
 prepends when it embeds a node (``MetadataMode.EMBED``) and the model's document prompt. Node
@@ -19,10 +19,9 @@ from llama_index.core.schema import BaseNode, Document, MetadataMode, NodeRelati
 from llama_index.core.utils import get_tqdm_iterable
 from pydantic import Field, PrivateAttr
 
-from m3e_rag._refuse import refuse_unknown
-from m3e_rag.chunking import Chunker
-from m3e_rag.encoder import M3EEncoder
-from m3e_rag.errors import InputError
+from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.errors import InputError, refuse_unknown
+from m3e_rag.ingest.chunking import Chunker
 from m3e_rag.pipeline import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
 
 __all__ = ["M3ENodeParser"]

@@ -1,7 +1,7 @@
 """m3e-rag's file loaders as a LlamaIndex reader: GBK / GB18030 / Big5 files decode correctly.
 
 ``SimpleDirectoryReader`` reads text as UTF-8 and garbles (or drops) GBK-encoded Chinese files;
-``M3EReader`` uses :func:`m3e_rag.loaders.load_paths`, which detects each file's encoding, and the
+``M3EReader`` uses :func:`m3e_rag.ingest.loaders.load_paths`, which detects each file's encoding, and the
 same formats as ``m3e-rag ingest`` (txt, md, html, pdf, docx, json, jsonl, csv).
 
 Each document's ``doc_id`` is its file's absolute path (with ``#page=N`` / ``#record=N`` / ``#row=N``
@@ -21,9 +21,8 @@ from typing import Any
 from llama_index.core.readers.base import BaseReader
 from llama_index.core.schema import Document
 
-from m3e_rag._refuse import refuse_unknown
-from m3e_rag.errors import InputError
-from m3e_rag.loaders import DEFAULT_MAX_FILE_BYTES, SkippedFile, load_paths
+from m3e_rag.errors import InputError, refuse_unknown
+from m3e_rag.ingest.loaders import DEFAULT_MAX_FILE_BYTES, SkippedFile, load_paths
 
 __all__ = ["M3EReader"]
 

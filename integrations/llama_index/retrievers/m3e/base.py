@@ -22,10 +22,9 @@ from llama_index.vector_stores.m3e.base import hybrid_weights_for_alpha
 from llama_index.vector_stores.m3e.filters import combine_where, to_chroma_filters
 from llama_index.vector_stores.m3e.nodes import records_to_nodes
 
-from m3e_rag._refuse import refuse_unknown
-from m3e_rag.errors import InputError
+from m3e_rag.errors import InputError, refuse_unknown
 from m3e_rag.pipeline import RAGPipeline
-from m3e_rag.retriever import SearchMode, check_k, check_mode
+from m3e_rag.retrieve.modes import SearchMode, check_k, check_mode
 
 __all__ = ["M3ERetriever"]
 

@@ -34,12 +34,11 @@ from llama_index.core.vector_stores.types import (
 )
 from pydantic import PrivateAttr
 
-from m3e_rag._refuse import refuse_unknown
-from m3e_rag.encoder import Backend, M3EEncoder
-from m3e_rag.errors import InputError
+from m3e_rag.encode.encoder import Backend, M3EEncoder
+from m3e_rag.errors import InputError, refuse_unknown
+from m3e_rag.index.chroma import DEFAULT_COLLECTION, read_index_model
 from m3e_rag.pipeline import RAGPipeline
-from m3e_rag.retriever import HybridWeights, SearchMode
-from m3e_rag.store import DEFAULT_COLLECTION, read_index_model
+from m3e_rag.retrieve.modes import HybridWeights, SearchMode
 from m3e_rag.types import RetrievedChunk
 
 from .filters import combine_where, to_chroma_filters

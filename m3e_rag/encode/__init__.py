@@ -1,0 +1,1 @@
+"""Text to vectors: the encoder API, its torch and ONNX backends, model loading and the model registry."""

@@ -1,0 +1,1 @@
+"""Retrieval scored on labelled sets, sentence-pair evaluation, and model comparison."""

@@ -1,0 +1,1 @@
+"""From files and framework documents to stored chunks: loaders, the Chinese-aware chunker, the ingest run."""
