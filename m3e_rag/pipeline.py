@@ -235,7 +235,7 @@ class RAGPipeline:
         if self._chroma_options["client"] is not None:
             return None  # a caller's client: no stable key to cache under; kept in memory
         if self.chroma_url is not None:
-            return server_cache_folder(self.chroma_url, self.collection, str(self.store._collection.id))
+            return server_cache_folder(self.chroma_url, self.collection, self.store.collection_id)
         # One folder per collection (the default keeps the plain name).
         name = SPARSE_DIR if self.collection == DEFAULT_COLLECTION else f"{SPARSE_DIR}-{self.collection}"
         return self.index_path / name

@@ -444,6 +444,11 @@ class ChromaStore:
             self._lock.release()
 
     @property
+    def collection_id(self) -> str:
+        """The Chroma collection's id (a UUID string): it names the server-mode BM25 cache folder."""
+        return str(self._collection.id)
+
+    @property
     def max_batch_size(self) -> int:
         """Largest number of records Chroma accepts in one add/upsert."""
         try:
