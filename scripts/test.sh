@@ -7,4 +7,6 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check m3e_rag integrations tests examples benchmarks scripts
 .venv/bin/mypy
+# The layering of docs/architecture.md: each layer imports only those below it, no circles (pyproject.toml).
+PYTHONPATH=.:integrations .venv/bin/lint-imports
 .venv/bin/python -m pytest "$@"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from m3e_rag.cli import main as cli
+from m3e_rag import cli
 from m3e_rag.errors import InputError, MissingExtraError
 from m3e_rag.evaluate import compare
 from m3e_rag.evaluate.compare import CompareSettings, Comparison, compare_models, plot_comparison

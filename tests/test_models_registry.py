@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3e_rag.cli import main as cli
+from m3e_rag import cli
 from m3e_rag.encode.encoder import M3EEncoder
 from m3e_rag.encode.loading import is_m3e, resolve_model_name
 from m3e_rag.encode.registry import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3e_rag.cli import main as cli
+from m3e_rag import cli
 from m3e_rag.encode.encoder import M3EEncoder
 from m3e_rag.errors import InputError
 from m3e_rag.evaluate.pairs import (
