@@ -19,7 +19,7 @@ from typing import Any
 from _fusion_sets import SETS, build_set
 
 from m3e_rag.encode.encoder import M3EEncoder
-from m3e_rag.index.sparse.bm25 import tokenize_for_bm25
+from m3e_rag.index.sparse.tokenize import tokenize_for_bm25
 from m3e_rag.pipeline import RAGPipeline
 
 #: Candidates cached per ranking (``m3e-rag eval`` asks for 40 chunks per search at k=10).

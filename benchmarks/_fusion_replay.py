@@ -4,7 +4,7 @@ Every variant sees, per query, the dense top ``fetch_k`` chunks (cosine) and the
 ``fetch_k`` chunks (scores) exactly as :meth:`RAGPipeline.search` gets them; the fused chunk ranking
 is mapped to passages and scored as ``m3e-rag eval`` does (first occurrence of a passage kept,
 MRR@10). The ``zscore`` and ``rrf`` variants call the library's own
-:func:`m3e_rag.retrieve.modes.fuse_hybrid`; ``minmax`` and ``maxnorm`` are written here (not shipped).
+:func:`m3e_rag.retrieve.fusion.fuse_hybrid`; ``minmax`` and ``maxnorm`` are written here (not shipped).
 
 Guard against overfitting: a variant is chosen on the CHOOSE sets only (the best mean gain over
 dense among those that lose on none of them), then reported on the CONFIRM sets it never saw.
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from m3e_rag.evaluate.retrieval import mrr_at_k, paired_comparison, recall_at_k
-from m3e_rag.retrieve.fusion import zscore_fuse
-from m3e_rag.retrieve.modes import HybridWeights, fuse_hybrid
+from m3e_rag.evaluate.metrics import mrr_at_k, recall_at_k
+from m3e_rag.evaluate.stats import paired_comparison
+from m3e_rag.retrieve.fusion import HybridWeights, fuse_hybrid, zscore_fuse
 from m3e_rag.types import RetrievedChunk
 
 CHOOSE = ("xq-zh-zh", "xq-en-en", "xq-zh-en", "xq-en-zh", "kw-en")

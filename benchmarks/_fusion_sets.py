@@ -20,7 +20,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from m3e_rag.evaluate.retrieval import EvalQuery, RetrievalTask, task_from_squad
+from m3e_rag.evaluate.tasks import EvalQuery, RetrievalTask, task_from_squad
 from m3e_rag.types import Document
 
 #: name -> (corpus key, description); corpus keys name the index the set runs against.

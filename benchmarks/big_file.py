@@ -81,11 +81,11 @@ def _measure(kind: str, mb: float, sparse: bool, tmp: Path) -> dict[str, Any]:
     from support.standins import tiny_m3e
 
     from m3e_rag import RAGPipeline
-    from m3e_rag import pipeline as pipeline_module
+    from m3e_rag.ingest import ingestor as ingestor_module
 
     if kind == "model":
         rag = RAGPipeline(tmp / "idx", model_name=str(tiny_m3e()), chunk_tokens=CHUNK_TOKENS, sparse=sparse)
-        texts = [(ZH + EN) * 3 + str(i) for i in range(pipeline_module.INGEST_STEP_CHUNKS)]
+        texts = [(ZH + EN) * 3 + str(i) for i in range(ingestor_module.INGEST_STEP_CHUNKS)]
         rag.encoder.encode_documents(texts)
         return {"kind": kind, "peak_rss_mib": _peak_mib()}
     if kind == "old-chunker":

@@ -99,7 +99,7 @@ MODULES_CHILD = r"""
 import sys, runpy
 sys.argv = ["m3e-rag"] + sys.argv[1:]
 try:
-    from m3e_rag.cli.main.main import main
+    from m3e_rag.cli import main
     main(sys.argv[1:])
 except SystemExit:
     pass

@@ -29,7 +29,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import _measure as M  # noqa: E402
 
-from m3e_rag.evaluate.compare import CompareSettings, compare_models, plot_comparison  # noqa: E402
+from m3e_rag.evaluate.compare import compare_models  # noqa: E402
+from m3e_rag.evaluate.compare_cache import CompareSettings  # noqa: E402
+from m3e_rag.evaluate.compare_report import plot_comparison  # noqa: E402
 
 STANDINS = {"e5-standin": "bilingual_standin", "minilm": "minilm_path"}
 

@@ -134,7 +134,7 @@ def make_runner(name: str, path: Path) -> Runner:
     enc.load()
 
     def padded_m3e(texts: list[str], lengths: np.ndarray) -> int:
-        from m3e_rag.encode.encoder import _batches
+        from m3e_rag.encode.batching import _batches
 
         order = np.argsort(-lengths, kind="stable")
         batches = _batches(order, lengths, enc.batch_size, enc._loaded().max_batch_tokens)

@@ -55,7 +55,7 @@ def _configs(path: str, gpus: int, device: str) -> dict[str, Callable[[], Callab
     """Name -> a loader returning an ``encode(texts) -> unit vectors`` function (loaded once per config)."""
     from sentence_transformers import SentenceTransformer
 
-    import m3e_rag.encode.encoder as enc_mod
+    import m3e_rag.encode.batching as enc_mod
     from m3e_rag import M3EEncoder
 
     def st(half: bool) -> Callable[[list[str]], np.ndarray]:

@@ -9,7 +9,7 @@ and never trained on; the gain is measured on them only.
 
 The folder is a plain transformers sequence-classification folder (like ``BAAI/bge-reranker-base``)
 and is loaded through :func:`m3e_rag.retrieve.rerank.load_reranker`; reranking goes through
-:func:`m3e_rag.retrieve.modes.rerank`, the code path of ``RAGPipeline.search(reranker=...)``. First stage:
+:func:`m3e_rag.retrieve.rerank.rerank`, the code path of ``RAGPipeline.search(reranker=...)``. First stage:
 the library's default hybrid fusion on the candidates cached by ``benchmarks/fusion.py cache``.
 
 A stand-in trained for minutes on two CPU cores is far weaker than bge-reranker; its figures show
@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from m3e_rag.evaluate.retrieval import mrr_at_k, paired_comparison  # noqa: E402
-from m3e_rag.retrieve.modes import HybridWeights, fuse_hybrid, rerank  # noqa: E402
-from m3e_rag.retrieve.rerank import load_reranker  # noqa: E402
+from m3e_rag.evaluate.metrics import mrr_at_k  # noqa: E402
+from m3e_rag.evaluate.stats import paired_comparison  # noqa: E402
+from m3e_rag.retrieve.fusion import HybridWeights, fuse_hybrid  # noqa: E402
+from m3e_rag.retrieve.rerank import load_reranker, rerank  # noqa: E402
 from m3e_rag.types import RetrievedChunk  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -298,8 +298,7 @@ def run_backend(kind: str, sizes: list[int], model: Path, data: Path | None, wor
                 rag.add_texts(texts, metadatas=metas, ids=ids, embeddings=vectors(first, first + SOURCE_CHUNKS))
         row["delete_1_source"] = pcts(deletes)
         row["ingest_process_peak_rss_mib"] = round(rss_mib(), 1)
-        if rag._sparse_side is not None:
-            rag._sparse_side.maybe_compact()
+        rag._save_sparse()  # fold the BM25 log if it has grown past its share
         row.update(cold_search(index, model, url, data, n, queries, env))
         if url is None:
             row["bytes_per_chunk_total"] = round(du(index) / n, 1)

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _measure import load_average, machine  # noqa: E402
 from scale import Corpus, sentences  # noqa: E402
 
-from m3e_rag.index.sparse.bm25 import tokenize_for_bm25  # noqa: E402
 from m3e_rag.index.sparse.folder import SparseFolder  # noqa: E402
+from m3e_rag.index.sparse.tokenize import tokenize_for_bm25  # noqa: E402
 
 
 def pct(values: list[float]) -> dict[str, float]:

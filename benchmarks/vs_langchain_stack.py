@@ -134,7 +134,7 @@ class _Clock:
 
 def _score(task: Any, rank: Callable[[int, str], list[str]], k: int) -> dict[str, float]:
     """MRR@k, recall@1/5/k and nDCG@k over paragraphs, with m3e_rag.evaluate.retrieval's arithmetic."""
-    from m3e_rag.evaluate.retrieval import mrr_at_k, ndcg_at_k, recall_at_k
+    from m3e_rag.evaluate.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 
     sums = {"mrr@10": 0.0, "recall@1": 0.0, "recall@5": 0.0, "recall@10": 0.0, "ndcg@10": 0.0}
     for n, query in enumerate(task.queries):
@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.path.insert(0, str(REPO))
-    from m3e_rag.evaluate.retrieval import task_from_squad
+    from m3e_rag.evaluate.tasks import task_from_squad
 
     if args.model is None:
         from tests.support.standins import bilingual_standin

@@ -2,6 +2,6 @@
 
 import sys
 
-from m3e_rag.cli.main import main
+from m3e_rag.cli.dispatch import main
 
 sys.exit(main())

@@ -10,7 +10,8 @@ import pytest
 from transformers import AutoTokenizer, BertTokenizerFast
 
 from m3e_rag.errors import InputError
-from m3e_rag.ingest.chunking import CHUNKER_VERSION, Chunker, _sentence_starts
+from m3e_rag.ingest.chunking import CHUNKER_VERSION, Chunker
+from m3e_rag.ingest.sentences import _sentence_starts
 from m3e_rag.types import Chunk, Document
 
 CJK_VOCAB = (

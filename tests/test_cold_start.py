@@ -16,7 +16,7 @@ from m3e_rag import RAGPipeline
 HEAVY = ("torch", "transformers", "sentence_transformers")
 CHILD = r"""
 import json, sys
-from m3e_rag.cli.main import main
+from m3e_rag.cli.dispatch import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:

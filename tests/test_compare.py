@@ -11,7 +11,9 @@ import pytest
 from m3e_rag import cli
 from m3e_rag.errors import InputError, MissingExtraError
 from m3e_rag.evaluate import compare
-from m3e_rag.evaluate.compare import CompareSettings, Comparison, compare_models, plot_comparison
+from m3e_rag.evaluate.compare import compare_models
+from m3e_rag.evaluate.compare_cache import CompareSettings
+from m3e_rag.evaluate.compare_report import Comparison, plot_comparison
 from tests.support import standins
 
 CORPUS = [

@@ -18,7 +18,7 @@ import pytest
 
 from m3e_rag import RAGPipeline
 from m3e_rag.index.chroma import ChromaStore, StoreRecord
-from m3e_rag.index.sparse.bm25 import SparseIndex
+from m3e_rag.index.sparse.folder import load_index
 
 TEXTS = ["大熊猫主要吃竹子。", "长城东起山海关。", "Green tea is not fermented.", "光合作用在叶绿体中进行。"]
 SOURCES = ["panda", "wall", "tea", "leaf"]
@@ -60,7 +60,7 @@ def test_a_long_lived_pipeline_follows_another_process(tmp_path: Path, tiny_mode
 
     a.add_texts(["A 之后写入的文本"], ids=["from-a"])  # A's own write must not save a stale BM25 side
     stored = set(a.store.all_ids())
-    assert stored == set(a.sparse_index.ids()) == SparseIndex.load(index / "sparse_bm25").ids()
+    assert stored == set(a.sparse_index.ids()) == load_index(index / "sparse_bm25").ids()
     assert {"from-a", "from-b"} <= stored and not wall_ids & stored
 
 
@@ -81,7 +81,7 @@ def test_a_writer_that_died_after_chroma_is_caught_up_on_open(tmp_path: Path, ti
     again = RAGPipeline(index, model_name=str(tiny_model_path))
     assert ids_of(again.search("独角兽", k=5, mode="sparse")) == ["orphan"]
     assert set(again.sparse_index.ids()) == set(again.store.all_ids())
-    assert SparseIndex.load(index / "sparse_bm25").ids() == set(again.store.all_ids())  # and saved
+    assert load_index(index / "sparse_bm25").ids() == set(again.store.all_ids())  # and saved
 
 
 @pytest.mark.server
@@ -131,5 +131,5 @@ def test_server_bm25_side_is_cached_locally_and_caught_up_incrementally(
     assert ids_of(second.search("长城", k=5, mode="sparse")) == []
     assert set(second.sparse_index.ids()) == set(second.store.all_ids())
     # ... and saved it in the local cache: the next process starts from there.
-    assert SparseIndex.load(folders[0]).ids() == set(second.store.all_ids())
+    assert load_index(folders[0]).ids() == set(second.store.all_ids())
     assert np.isfinite([h.score for h in second.search("独角兽", k=2, mode="hybrid")]).all()

@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from m3e_rag import M3EEncoder
-from m3e_rag.encode.encoder import _MODELS, PAD_TO_MULTIPLE, _pad_features
+from m3e_rag.encode.cache import _MODELS
 from m3e_rag.encode.registry import MODELS, resolve_spec
+from m3e_rag.encode.torch_backend import PAD_TO_MULTIPLE, _pad_features
 from m3e_rag.errors import InputError, InputTooLongError, ModelLoadError
 
 MIXED = [
@@ -284,7 +285,7 @@ def test_pad_features_rounds_up_masked_and_knows_when_not_to() -> None:
 )
 @settings(max_examples=200, deadline=None)
 def test_batches_cover_every_text_once_within_both_budgets(lengths: list[int], max_texts: int, max_tokens: int) -> None:
-    from m3e_rag.encode.encoder import _batches
+    from m3e_rag.encode.batching import _batches
 
     arr = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-arr, kind="stable")

@@ -20,17 +20,9 @@ import pytest
 
 from m3e_rag import RAGPipeline
 from m3e_rag.errors import InputError
-from m3e_rag.evaluate.retrieval import (
-    EvalReport,
-    ModeMetrics,
-    evaluate,
-    load_task,
-    mrr_at_k,
-    ndcg_at_k,
-    recall_at_k,
-    task_from_jsonl,
-    task_from_squad,
-)
+from m3e_rag.evaluate.metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from m3e_rag.evaluate.retrieval import EvalReport, ModeMetrics, evaluate
+from m3e_rag.evaluate.tasks import load_task, task_from_jsonl, task_from_squad
 
 # ------------------------------------------------------------------------------------------ metrics
 
@@ -280,7 +272,7 @@ def test_search_with_a_precomputed_query_vector(tmp_path: Path, tiny_model_path:
 
 
 def test_hybrid_fusion_mutes_bm25_by_squared_coverage() -> None:
-    from m3e_rag.retrieve.modes import HybridWeights, fuse_hybrid
+    from m3e_rag.retrieve.fusion import HybridWeights, fuse_hybrid
     from m3e_rag.types import RetrievedChunk
 
     dense = [RetrievedChunk(i, i, 0.9) for i in "abcd"]
@@ -368,9 +360,9 @@ def test_sparse_index_follows_upsert_delete_and_reopen(tmp_path: Path, tiny_mode
     sparse_dir = index / "sparse_bm25"
 
     def saved_ids() -> set[str]:
-        from m3e_rag.index.sparse.bm25 import SparseIndex
+        from m3e_rag.index.sparse.folder import load_index
 
-        return SparseIndex.load(sparse_dir).ids()
+        return load_index(sparse_dir).ids()
 
     again = reopen(index, tiny_model_path)
     store_ids = set(again.store.all_ids())
@@ -411,6 +403,6 @@ def test_cjk_extension_b_round_trip_through_the_pipeline(tmp_path: Path, tiny_mo
     hybrid = {h.source: h for h in reopen(index, tiny_model_path).search("𠀀", k=2, mode="hybrid")}
     # Two chunks only: their order is the random-weight model's; the text must come back intact.
     assert hybrid["extb"].text == text and hybrid["extb"].metadata["sparse_score"] > 0
-    from m3e_rag.index.sparse.bm25 import SparseIndex
+    from m3e_rag.index.sparse.folder import load_index
 
-    assert "𠀀" in SparseIndex.load(index / "sparse_bm25").terms(hits[0].id)
+    assert "𠀀" in load_index(index / "sparse_bm25").terms(hits[0].id)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from m3e_rag import RAGPipeline
-from m3e_rag.cli.main import main
+from m3e_rag.cli.dispatch import main
 from m3e_rag.errors import InputError
 
 N_OTHERS = 150
@@ -83,7 +83,7 @@ def test_filtered_sparse_walks_the_ranking_or_resolves_the_ids_with_one_result(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(haystack.store, "allowed_ids", spy)
-    monkeypatch.setattr("m3e_rag.pipeline.SPARSE_VERIFY_ROUNDS", (2, 4))  # heads of 2k and 4k on 151 texts
+    monkeypatch.setattr("m3e_rag.retrieve.searcher.SPARSE_VERIFY_ROUNDS", (2, 4))  # heads of 2k and 4k on 151 texts
     got = haystack.search("竹子 第7篇", k=k, mode="sparse", where=where)  # type: ignore[arg-type]
     want = [h for h in everything if h.id in allowed][:k]
     assert [(h.id, round(h.score, 5)) for h in got] == [(h.id, round(h.score, 5)) for h in want]

@@ -22,8 +22,9 @@ from transformers import AutoTokenizer
 
 from m3e_rag.errors import InputError
 from m3e_rag.ingest import chunking
-from m3e_rag.ingest.chunking import _NO_START, Chunker
+from m3e_rag.ingest.chunking import Chunker
 from m3e_rag.ingest.loaders import StreamedDocument, decode_bytes, load_paths
+from m3e_rag.ingest.sentences import _NO_START
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

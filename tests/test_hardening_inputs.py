@@ -16,8 +16,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from m3e_rag import RAGPipeline
-from m3e_rag import pipeline as pipeline_module
-from m3e_rag.cli.main import _file_size, main
+from m3e_rag.cli.dispatch import main
+from m3e_rag.cli.ingest import _file_size
+from m3e_rag.ingest import ingestor as ingestor_module
 from m3e_rag.ingest.chunking import WINDOW_CHARS, Chunker
 from m3e_rag.ingest.loaders import FileLoader, StreamedDocument, csvfile, load_paths, textfile
 from m3e_rag.ingest.run import IngestInterrupted, IngestRun
@@ -95,7 +96,7 @@ def test_ingest_streams_in_steps_and_spans_are_exact(tmp_path, tiny_model_path, 
     """The pipeline embeds and stores in steps while the file is still being read."""
     monkeypatch.setattr(textfile, "STREAM_THRESHOLD_BYTES", 8 * 1024)
     monkeypatch.setattr(textfile, "BLOCK_BYTES", 4096)
-    monkeypatch.setattr(pipeline_module, "INGEST_STEP_CHUNKS", 16)
+    monkeypatch.setattr(ingestor_module, "INGEST_STEP_CHUNKS", 16)
     text = ONE_LINE * 12
     path = tmp_path / "docs" / "one_line.txt"
     path.parent.mkdir()
@@ -134,7 +135,7 @@ def python_sigint_handler() -> Iterator[None]:
 def test_sigint_stops_after_the_current_step(tmp_path, tiny_model_path, monkeypatch):
     """Before: SIGINT was swallowed until the whole file was chunked. Now: the step in progress is
     committed, then IngestInterrupted (a KeyboardInterrupt) carries what was committed."""
-    monkeypatch.setattr(pipeline_module, "INGEST_STEP_CHUNKS", 8)
+    monkeypatch.setattr(ingestor_module, "INGEST_STEP_CHUNKS", 8)
     folder = tmp_path / "docs"
     folder.mkdir()
     for i in range(6):
@@ -163,7 +164,7 @@ def test_sigint_stops_after_the_current_step(tmp_path, tiny_model_path, monkeypa
 
 @pytest.mark.usefixtures("python_sigint_handler")
 def test_cli_prints_the_committed_report_and_exits_130(tmp_path, tiny_model_path, monkeypatch, capsys):
-    monkeypatch.setattr(pipeline_module, "INGEST_STEP_CHUNKS", 8)
+    monkeypatch.setattr(ingestor_module, "INGEST_STEP_CHUNKS", 8)
     folder = tmp_path / "docs"
     folder.mkdir()
     for i in range(4):

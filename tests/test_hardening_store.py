@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from m3e_rag import RAGPipeline
-from m3e_rag.cli.main import main, parse_json_filter
+from m3e_rag.cli.dispatch import main
+from m3e_rag.cli.ingest import parse_json_filter
 from m3e_rag.errors import IndexDamagedError, InputError, StoreError
 from m3e_rag.index.chroma import ChromaStore, StoreRecord
 

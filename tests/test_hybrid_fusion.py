@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from m3e_rag.errors import InputError
-from m3e_rag.evaluate.retrieval import EvalReport, ModeMetrics, paired_comparison
-from m3e_rag.retrieve.fusion import zscore_fuse
-from m3e_rag.retrieve.modes import HybridWeights, fuse_hybrid
+from m3e_rag.evaluate.retrieval import EvalReport, ModeMetrics
+from m3e_rag.evaluate.stats import paired_comparison
+from m3e_rag.retrieve.fusion import HybridWeights, fuse_hybrid, zscore_fuse
 from m3e_rag.types import RetrievedChunk
 
 

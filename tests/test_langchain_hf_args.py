@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from langchain_m3e import M3EEmbeddings
-from m3e_rag.encode.encoder import M3EEncoder, normalize_dtype
+from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.encode.options import normalize_dtype
 from m3e_rag.errors import InputError
 
 BGE_ZH = "为这个句子生成表示以用于检索相关文章："

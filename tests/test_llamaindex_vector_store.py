@@ -26,7 +26,7 @@ from llama_index.vector_stores.m3e import M3EVectorStore
 from llama_index.vector_stores.m3e.filters import to_chroma_filters
 
 from m3e_rag import RAGPipeline
-from m3e_rag.cli.main import main
+from m3e_rag.cli.dispatch import main
 from m3e_rag.errors import InputError
 
 DOCS = [

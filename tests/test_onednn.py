@@ -32,11 +32,12 @@ def test_packed_model_encodes_like_the_original(tiny_model_path: Path) -> None:
 
 def test_packing_waits_for_enough_work(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A one-shot query never pays for packing; the first call that brings ONEDNN_AFTER_TOKENS packs first."""
-    from m3e_rag.encode import encoder as enc_mod
-    from m3e_rag.encode.encoder import ONEDNN_AFTER_TOKENS, M3EEncoder
+    from m3e_rag.encode import cache as cache_mod
+    from m3e_rag.encode.encoder import M3EEncoder
+    from m3e_rag.encode.torch_backend import ONEDNN_AFTER_TOKENS, ONEDNN_ENV
 
-    monkeypatch.setattr(enc_mod, "_MODELS", {})  # a model of its own, not one another test packed
-    monkeypatch.delenv(enc_mod.ONEDNN_ENV, raising=False)
+    monkeypatch.setattr(cache_mod, "_MODELS", {})  # a model of its own, not one another test packed
+    monkeypatch.delenv(ONEDNN_ENV, raising=False)
     encoder = M3EEncoder(str(tiny_model_path), device="cpu", backend="torch")
     model = encoder._loaded()
 
@@ -50,8 +51,8 @@ def test_packing_waits_for_enough_work(tiny_model_path: Path, monkeypatch: pytes
     got = encoder.encode_documents(docs)
     assert not model.onednn_pending and packed() > 0
     assert np.allclose(encoder.encode_query("黑豹队的防守丢了多少分？"), query, atol=1e-5)
-    monkeypatch.setattr(enc_mod, "_MODELS", {})
-    monkeypatch.setenv(enc_mod.ONEDNN_ENV, "0")
+    monkeypatch.setattr(cache_mod, "_MODELS", {})
+    monkeypatch.setenv(ONEDNN_ENV, "0")
     plain = M3EEncoder(str(tiny_model_path), device="cpu", backend="torch")
     assert np.allclose(plain.encode_documents(docs), got, atol=1e-5)
     assert not plain._loaded().onednn_pending and not any(
@@ -72,12 +73,12 @@ def test_kernel_caches_capped_unless_the_process_chose(monkeypatch: pytest.Monke
 
 def test_heap_trimmed_by_work_done_not_by_batch(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Short queries trim once per TRIM_EVERY_PADDED_TOKENS between them; batches under that bound still add up."""
-    from m3e_rag.encode import encoder as enc_mod
+    from m3e_rag.encode import batching as batching_mod
     from m3e_rag.encode.encoder import M3EEncoder
 
     trims: list[int] = []
-    monkeypatch.setattr(enc_mod, "_trim_heap", lambda: trims.append(1))
-    monkeypatch.setattr(enc_mod, "TRIM_EVERY_PADDED_TOKENS", 256)
+    monkeypatch.setattr(batching_mod, "_trim_heap", lambda: trims.append(1))
+    monkeypatch.setattr(batching_mod, "TRIM_EVERY_PADDED_TOKENS", 256)
     encoder = M3EEncoder(str(tiny_model_path), device="cpu")
     model = encoder._loaded()
     model.untrimmed_tokens = 0

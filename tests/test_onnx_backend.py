@@ -180,7 +180,7 @@ def test_changed_weights_give_a_new_export(tiny_model_path: Path, tmp_path: Path
     first = _runner(M3EEncoder(str(model), backend="onnx").load()).model_file
     weights = next(model.glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    from m3e_rag.encode.encoder import _MODELS
+    from m3e_rag.encode.cache import _MODELS
 
     _MODELS.pop((str(model), "cpu", "onnx", False), None)
     second = _runner(M3EEncoder(str(model), backend="onnx").load())

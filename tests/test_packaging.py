@@ -36,7 +36,7 @@ def test_public_api_is_small_and_pinned() -> None:
 def test_import_is_light_and_offline() -> None:
     """Importing the engine loads no model, no torch, no Chroma and no framework."""
     code = (
-        "import sys, m3e_rag, m3e_rag.cli.main;"
+        "import sys, m3e_rag, m3e_rag.cli.dispatch;"
         "heavy = [m for m in ('torch', 'chromadb', 'langchain_core', 'llama_index.core', 'sentence_transformers')"
         " if m in sys.modules]; print(heavy)"
     )

@@ -43,6 +43,27 @@ def test_pearson_matches_hand_computation() -> None:
         spearman([1, 2, 3], [1, 2])
 
 
+def test_correlations_give_scipys_numbers_on_random_data_with_ties() -> None:
+    # spearman and pearson are numpy code standing in for scipy.stats (a test dependency); same figures.
+    import scipy.stats as scipy_stats
+    rng = np.random.default_rng(7)
+    compared = 0
+    for n in (2, 3, 7, 50, 501, 3000):
+        for _ in range(10):
+            scores = rng.normal(size=n)
+            scores[: n // 2] = np.round(scores[: n // 2], 1)  # ties among the scores
+            labels = rng.integers(0, 6, size=n).astype(np.float64)  # graded labels: ties everywhere
+            if np.ptp(scores) == 0 or np.ptp(labels) == 0:
+                continue
+            assert abs(spearman(scores, labels) - float(scipy_stats.spearmanr(scores, labels).statistic)) <= 1e-12
+            assert abs(pearson(scores, labels) - float(scipy_stats.pearsonr(scores, labels).statistic)) <= 1e-12
+            binary = (labels > 2).astype(np.float64)
+            if np.ptp(binary) > 0:
+                assert abs(spearman(scores, binary) - float(scipy_stats.spearmanr(scores, binary).statistic)) <= 1e-12
+            compared += 1
+    assert compared > 40
+
+
 def test_best_threshold_accuracy_sweeps_every_cut() -> None:
     # Cuts after 0.9 and after 0.7 both get 3 of 4 right; the higher threshold is kept.
     assert best_threshold_accuracy([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]) == pytest.approx((0.75, 0.85))

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-import m3e_rag.encode.encoder as encoder_module
+import m3e_rag.encode.batching as batching_module
+import m3e_rag.encode.precision as precision_module
 from m3e_rag import M3EEncoder
-from m3e_rag.encode.encoder import HALF_MIN_COSINE, _probe_vectors, _settle_precision
+from m3e_rag.encode.precision import HALF_MIN_COSINE, _probe_vectors, _settle_precision
 
 
 def _fresh(path: Path) -> object:
@@ -63,7 +64,7 @@ def test_named_half_dtype_is_honoured_and_a_loose_one_is_reported(
     assert cosine is not None and 0.999 < cosine < 1.0 - 1e-7  # bfloat16 rounds visibly (8-bit mantissa)
     assert "min cosine" not in caplog.text
     # Asked for explicitly, half precision is kept even under the bound, and the user is told.
-    monkeypatch.setattr(encoder_module, "HALF_MIN_COSINE", 1.0 - 1e-7)
+    monkeypatch.setattr(precision_module, "HALF_MIN_COSINE", 1.0 - 1e-7)
     with caplog.at_level(logging.WARNING, logger="m3e_rag.encode.encoder"):
         model, dtype, cosine = _settle_precision(_fresh(tiny_model_path), "bfloat16", half_by_default=False)
     assert dtype == "bfloat16" and next(model.parameters()).dtype == torch.bfloat16
@@ -72,7 +73,7 @@ def test_named_half_dtype_is_honoured_and_a_loose_one_is_reported(
 
 def test_float32_and_cpu_defaults_run_no_check(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(encoder_module, "_probe_vectors", lambda st: calls.append(1))
+    monkeypatch.setattr(precision_module, "_probe_vectors", lambda st: calls.append(1))
     st = _fresh(tiny_model_path)
     assert _settle_precision(st, "float32", half_by_default=True) == (st, "float32", None)
     assert _settle_precision(st, None, half_by_default=False) == (st, "float32", None)
@@ -89,7 +90,7 @@ def test_tokenize_ahead_gives_the_same_vectors_from_a_helper_thread(
 ) -> None:
     texts = [f"第{i}段：大熊猫主要吃竹子。" * (1 + i % 7) + "The panda eats bamboo." * (i % 3) for i in range(40)]
     enc = M3EEncoder(str(tiny_model_path), device="cpu", batch_size=4)
-    monkeypatch.setattr(encoder_module, "TOKENIZE_AHEAD", False)
+    monkeypatch.setattr(batching_module, "TOKENIZE_AHEAD", False)
     plain = enc.encode_documents(texts)
 
     threads: list[str] = []
@@ -100,7 +101,7 @@ def test_tokenize_ahead_gives_the_same_vectors_from_a_helper_thread(
         return prepare(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(M3EEncoder, "_prepare", spy)
-    monkeypatch.setattr(encoder_module, "TOKENIZE_AHEAD", True)
+    monkeypatch.setattr(batching_module, "TOKENIZE_AHEAD", True)
     ahead = enc.encode_documents(texts)
     assert np.array_equal(ahead, plain)
     assert len(threads) >= 10 and all(name.startswith("m3e-tokenize") for name in threads)
@@ -118,7 +119,7 @@ def test_tokenize_ahead_passes_a_failure_through(tiny_model_path: Path, monkeypa
         return prepare(self, model, batch, prompt)  # type: ignore[arg-type]
 
     monkeypatch.setattr(M3EEncoder, "_prepare", failing)
-    monkeypatch.setattr(encoder_module, "TOKENIZE_AHEAD", True)
+    monkeypatch.setattr(batching_module, "TOKENIZE_AHEAD", True)
     with pytest.raises(RuntimeError, match="batch 3"):
         enc.encode_documents([f"文本{i}" * (i + 1) for i in range(8)])
     # The model's lock is free again: the next call works.

@@ -10,12 +10,12 @@ import pytest
 
 from m3e_rag import RAGPipeline
 from m3e_rag.errors import InputError, ModelLoadError
-from m3e_rag.retrieve.modes import rerank
 from m3e_rag.retrieve.rerank import (
     RERANKERS,
     CallableReranker,
     CrossEncoderReranker,
     load_reranker,
+    rerank,
     resolve_reranker_name,
 )
 from m3e_rag.types import RetrievedChunk
@@ -118,7 +118,7 @@ def test_pipeline_search_reranks_with_a_callable(tiny_pipeline: RAGPipeline) -> 
 @pytest.mark.slow
 def test_cli_reranker_flag_on_search_and_eval(tmp_path: Path, tiny_model_path: Path,
                                               cross_encoder_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from m3e_rag.cli.main import main
+    from m3e_rag.cli.dispatch import main
 
     index = tmp_path / "idx"
     docs = tmp_path / "docs"

@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from m3e_rag import M3EEncoder
-from m3e_rag.cli.main import main as cli_main
+from m3e_rag.cli.dispatch import main as cli_main
 from m3e_rag.errors import InputError, InputTooLongError
 from m3e_rag.serve import ServeConfig, create_app
 from m3e_rag.serve.batcher import Batcher, QueueFullError
@@ -472,7 +472,7 @@ def test_serve_refuses_a_public_bind_without_a_key(capsys: pytest.CaptureFixture
 
 
 def test_serve_defaults_bind_loopback_and_read_the_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    from m3e_rag.cli.main import build_parser
+    from m3e_rag.cli.dispatch import build_parser
     from m3e_rag.serve.config import config_from_args
 
     monkeypatch.setenv("M3E_RAG_API_KEY", "from-env")
@@ -486,7 +486,7 @@ def test_serve_defaults_bind_loopback_and_read_the_key_from_env(monkeypatch: pyt
 
 
 def test_cli_import_does_not_load_the_web_stack() -> None:
-    code = ("import sys, m3e_rag.cli.main as c; c.build_parser().parse_args(['serve']); "
+    code = ("import sys, m3e_rag.cli.dispatch as c; c.build_parser().parse_args(['serve']); "
             "bad = [m for m in ('fastapi', 'uvicorn', 'starlette', 'prometheus_client') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=dict(os.environ, HF_HUB_OFFLINE="1"))

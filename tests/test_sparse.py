@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 
 from m3e_rag.errors import InputError, StoreError
-from m3e_rag.index.sparse import bm25 as sparse
-from m3e_rag.index.sparse.bm25 import STOPWORDS, SparseIndex, fingerprint, tokenize_for_bm25
+from m3e_rag.index.sparse import postings as sparse_postings
+from m3e_rag.index.sparse import tokenize as sparse_tokenize
+from m3e_rag.index.sparse.bm25 import SparseIndex, fingerprint
+from m3e_rag.index.sparse.folder import load_index, save_index
+from m3e_rag.index.sparse.snapshot import FORMAT_VERSION
+from m3e_rag.index.sparse.tokenize import STOPWORDS, TOKENIZER_VERSION, tokenize_for_bm25
 from m3e_rag.retrieve.fusion import rrf_fuse
 
 EXT_B = "\U00020000"  # 𠀀, CJK Unified Ideographs Extension B: an astral (non-BMP) character
@@ -105,7 +109,7 @@ def test_jieba_is_private_and_quiet() -> None:
     import jieba
 
     tokenize_for_bm25("初始化")
-    assert sparse._jieba() is not jieba.dt  # the global tokenizer is left alone
+    assert sparse_tokenize._jieba() is not jieba.dt  # the global tokenizer is left alone
     assert logging.getLogger("jieba").level >= logging.WARNING
 
 
@@ -232,7 +236,7 @@ def test_delete_removes_and_ignores_unknown() -> None:
 
 
 def test_term_table_compaction_keeps_results(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sparse, "_COMPACT_MIN_DEAD", 0)
+    monkeypatch.setattr(sparse_postings, "_COMPACT_MIN_DEAD", 0)
     index = SparseIndex()
     index.upsert([f"tmp{i}" for i in range(200)], [f"独特词{i} word{i}" for i in range(200)])
     index.build()
@@ -306,9 +310,9 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     index = make_index(k1=1.4, b=0.6)
     index.delete(["stocks"])  # an unused term in the table must not break the files
     path = tmp_path / "nested" / "sparse"
-    index.save(path)
+    save_index(index, path)
     assert sorted(p.name for p in path.iterdir()) == ["CURRENT", "snap-000001"]  # no temp folder left
-    loaded = SparseIndex.load(path)
+    loaded = load_index(path)
     assert (loaded.k1, loaded.b, loaded.method) == (1.4, 0.6, "lucene")
     assert loaded.ids() == index.ids() and loaded.fingerprint == index.fingerprint
     for query in ["北京烤鸭", "中国 大学", "machine learning", "股市", "游客 北京 北京", "茶"]:
@@ -317,8 +321,8 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
             query, k=3, allowed_ids=["tea", "university"]
         )
     meta = json.loads((snapshot_of(path) / "meta.json").read_text(encoding="utf-8"))
-    assert meta["format_version"] == sparse.FORMAT_VERSION
-    assert meta["tokenizer_version"] == sparse.TOKENIZER_VERSION
+    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["tokenizer_version"] == TOKENIZER_VERSION
     assert meta["bm25"] == {"method": "lucene", "k1": 1.4, "b": 0.6}
     assert meta["fingerprint"] == fingerprint(index.ids())
     assert sorted(json.loads((snapshot_of(path) / "ids.json").read_text(encoding="utf-8"))) == sorted(index.ids())
@@ -330,11 +334,11 @@ def test_extension_b_round_trips_and_is_searchable(tmp_path: Path) -> None:
     index = SparseIndex()
     index.upsert([f"id-{EXT_B}", "plain"], [f"古籍里的{EXT_B}字", "普通的文字"])
     path = tmp_path / "sparse"
-    index.save(path)
+    save_index(index, path)
     raw = (snapshot_of(path) / "ids.json").read_bytes() + (snapshot_of(path) / "terms.json").read_bytes()
     assert EXT_B.encode("utf-8") in raw  # stored as real UTF-8 (4 bytes), ensure_ascii=False
     assert b"\\ud840" not in raw.lower()  # not as escaped surrogate pairs
-    loaded = SparseIndex.load(path)
+    loaded = load_index(path)
     assert f"id-{EXT_B}" in loaded
     assert loaded.search(EXT_B, k=5) == index.search(EXT_B, k=5)
     assert [doc_id for doc_id, _ in loaded.search(EXT_B, k=5)] == [f"id-{EXT_B}"]
@@ -342,29 +346,29 @@ def test_extension_b_round_trips_and_is_searchable(tmp_path: Path) -> None:
 
 def test_save_overwrites_atomically(tmp_path: Path) -> None:
     path = tmp_path / "sparse"
-    make_index().save(path)
+    save_index(make_index(), path)
     small = make_index({"only": "只有一个文档"})
-    small.save(path)
-    assert SparseIndex.load(path).ids() == {"only"}
+    save_index(small, path)
+    assert load_index(path).ids() == {"only"}
     assert sorted(p.name for p in path.iterdir()) == ["CURRENT", "snap-000002"]  # the old snapshot is gone
 
 
 def test_empty_index_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "sparse"
-    SparseIndex().save(path)
-    loaded = SparseIndex.load(path)
+    save_index(SparseIndex(), path)
+    loaded = load_index(path)
     assert len(loaded) == 0 and loaded.search("北京", k=3) == [] and loaded.fingerprint == fingerprint([])
 
 
 def test_load_refuses_bad_files(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="rebuild"):
-        SparseIndex.load(tmp_path / "missing")
+        load_index(tmp_path / "missing")
     path = tmp_path / "sparse"
     path.mkdir()
     (path / "CURRENT").write_text("{not json", encoding="utf-8")
     with pytest.raises(StoreError, match="rebuild"):
-        SparseIndex.load(path)
-    make_index().save(path)
+        load_index(path)
+    save_index(make_index(), path)
     snap = snapshot_of(path)
     good_meta = json.loads((snap / "meta.json").read_text(encoding="utf-8"))
     for change in (
@@ -377,19 +381,19 @@ def test_load_refuses_bad_files(tmp_path: Path) -> None:
     ):
         (snap / "meta.json").write_text(json.dumps({**good_meta, **change}), encoding="utf-8")
         with pytest.raises(StoreError, match="rebuild"):
-            SparseIndex.load(path)
+            load_index(path)
     (snap / "meta.json").write_text(json.dumps(good_meta), encoding="utf-8")
-    assert SparseIndex.load(path).ids() == set(NEWS)
+    assert load_index(path).ids() == set(NEWS)
     pos = snap / "pos.npy"
     good_pos = pos.read_bytes()
     pos.write_bytes(good_pos[: len(good_pos) - 8])  # truncated postings
     with pytest.raises(StoreError, match="rebuild"):
-        SparseIndex.load(path)
+        load_index(path)
     pos.write_bytes(good_pos)
     log = snap / "log.jsonl"
     log.write_bytes(b"00000000 {\"op\": \"d\", \"ids\": [\"tea\"]}\n" + b"garbage\n")  # bad checksum, mid-log
     with pytest.raises(StoreError, match="rebuild"):
-        SparseIndex.load(path)
+        load_index(path)
 
 
 def test_bad_parameters_are_refused() -> None:

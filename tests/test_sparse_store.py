@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from m3e_rag.errors import StoreError
 from m3e_rag.index.sparse import folder as sparse_store
-from m3e_rag.index.sparse.bm25 import STOPWORDS, SparseIndex, tokenize_for_bm25
+from m3e_rag.index.sparse.bm25 import SparseIndex
 from m3e_rag.index.sparse.folder import SparseFolder
+from m3e_rag.index.sparse.tokenize import STOPWORDS, tokenize_for_bm25
 
 DOCS = {
     "duck": "北京烤鸭是北京最有名的菜，很多游客专门去吃烤鸭。",

@@ -1,5 +1,5 @@
 """The ``m3e-rag`` command: ingest, search, eval, compare, doctor, serve."""
 
-from m3e_rag.cli.main import build_parser, main
+from m3e_rag.cli.dispatch import build_parser, main
 
 __all__ = ["build_parser", "main"]

@@ -1,30 +1,22 @@
-"""The ``m3e-rag`` subcommands for choosing a model: ``models``, ``similarity``, ``compare``, ``eval --pairs``.
+"""The ``m3e-rag`` subcommands for choosing a model: ``models``, ``similarity``, ``compare``.
 
-Kept out of :mod:`m3e_rag.cli.main` so that file only wires them in. Nothing heavy is imported here:
-torch, Chroma and sentence-transformers load inside the handlers that need them.
+Kept out of :mod:`m3e_rag.cli.dispatch` so that file only wires them in (``eval --pairs`` lives with ``eval``, in
+:mod:`m3e_rag.cli.evaluate`). Nothing heavy is imported here: torch, Chroma and sentence-transformers load
+inside the handlers that need them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+from m3e_rag.cli.output import out, print_json
 from m3e_rag.errors import InputError
 
-__all__ = ["add_choose_commands", "add_pairs_options", "cmd_eval_pairs", "CHOOSE_COMMANDS"]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
+__all__ = ["add_choose_commands", "CHOOSE_COMMANDS"]
 
 
 def _width(text: str) -> int:
@@ -37,20 +29,6 @@ def _split(value: str, flag: str) -> list[str]:
     if not items:
         raise InputError(f"{flag} is empty; give a comma-separated list, e.g. {flag} m3e-small,m3e-base.")
     return items
-
-
-def add_pairs_options(p_eval: argparse.ArgumentParser) -> None:
-    """Add ``--pairs``, ``--threshold`` and ``--prompt`` to the ``eval`` parser."""
-    p_eval.add_argument(
-        "--pairs", default=None,
-        help="sentence-pair file instead of --queries: JSONL {sentence1, sentence2, label} or TSV "
-        "(LCQMC / PAWS-X / STS-B style); reports Spearman, Pearson and best-threshold accuracy "
-        "(--limit N: the first N pairs)",
-    )
-    p_eval.add_argument("--threshold", type=float, default=None,
-                        help="with --pairs and 0/1 labels: score accuracy at this cosine instead of fitting one")
-    p_eval.add_argument("--prompt", default=None,
-                        help="with --pairs: prompt for both sentences (default: the model's document prompt)")
 
 
 def add_choose_commands(sub: Any) -> None:
@@ -106,7 +84,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     specs = list(MODELS.values())
     if args.json:
-        _print_json([spec.to_dict() for spec in specs])
+        print_json([spec.to_dict() for spec in specs])
         return 0
     header = ["model", "hub id", "dim", "window", "params", "languages", "query prompt", "licence"]
     rows = [header] + [
@@ -116,11 +94,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     ]
     widths = [max(_width(r[i]) for r in rows) for i in range(len(header))]
     for n, row in enumerate(rows):
-        _out("  ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths, strict=True)).rstrip())
+        out("  ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths, strict=True)).rstrip())
         if n == 0:
-            _out("  ".join("-" * w for w in widths))
-    _out("Facts from the models' cards (not measured here); licence terms: each model card "
-          "(`m3e-rag models --json` has the links). Any other sentence-transformers model works too.")
+            out("  ".join("-" * w for w in widths))
+    out("Facts from the models' cards (not measured here); licence terms: each model card "
+        "(`m3e-rag models --json` has the links). Any other sentence-transformers model works too.")
     return 0
 
 
@@ -131,58 +109,18 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     encoder = M3EEncoder(args.model, device=args.device, backend=args.backend)
     score = encoder.similarity(args.sentence1, args.sentence2, prompt=args.prompt)
     if args.json:
-        _print_json({"model": encoder.model_name, "sentence1": args.sentence1, "sentence2": args.sentence2,
+        print_json({"model": encoder.model_name, "sentence1": args.sentence1, "sentence2": args.sentence2,
                      "cosine": score, "prompt": encoder.document_prompt if args.prompt is None else args.prompt})
     else:
-        _out(f"{score:.4f}")
-    return 0
-
-
-def cmd_eval_pairs(args: argparse.Namespace) -> int:
-    """``m3e-rag eval --pairs FILE``: correlations and threshold accuracy of one model."""
-    from m3e_rag.cli.main import build_parser
-    from m3e_rag.encode.encoder import M3EEncoder
-    from m3e_rag.evaluate.pairs import evaluate_pairs, load_pairs
-
-    # Every other eval option belongs to retrieval evaluation: refuse any that was set, by name.
-    defaults = vars(build_parser().parse_args(["eval", "--pairs", str(args.pairs)]))
-    allowed = {"pairs", "threshold", "prompt", "limit", "model", "device", "backend", "json", "verbose", "command"}
-    given = [("-" if len(dest) == 1 else "--") + dest.replace("_", "-")
-             for dest, value in vars(args).items() if dest not in allowed and value != defaults.get(dest)]
-    if given:
-        raise InputError(
-            f"{', '.join(given)} belong to retrieval evaluation; with --pairs only --model, --device, --backend, "
-            "--limit, --threshold, --prompt and --json apply: leave the others out (or run them separately)."
-        )
-    pairs = load_pairs(args.pairs).limit(args.limit)
-    encoder = M3EEncoder(args.model, device=args.device, backend=args.backend)
-    bar: Any = None
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(pairs.pairs), unit="pair", desc="pairs", file=sys.stderr, leave=False)
-    log = logging.getLogger("m3e_rag.cli.main")
-
-    def progress(done: int, total: int) -> None:
-        log.info("pairs: %d/%d", done, total)
-        if bar is not None:
-            bar.update(done - bar.n)
-
-    try:
-        report = evaluate_pairs(pairs, encoder, prompt=args.prompt, threshold=args.threshold, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
-    if args.json:
-        _print_json(report.to_dict())
-    else:
-        _out(report.format_table())
+        out(f"{score:.4f}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """``m3e-rag compare``: the comparison table (and plot); exit 2 when a model failed."""
-    from m3e_rag.evaluate.compare import DEFAULT_CACHE_DIR, CompareSettings, compare_models, plot_comparison
+    from m3e_rag.evaluate.compare import DEFAULT_CACHE_DIR, compare_models
+    from m3e_rag.evaluate.compare_cache import CompareSettings
+    from m3e_rag.evaluate.compare_report import plot_comparison
 
     if args.plot is not None:
         try:
@@ -219,11 +157,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         data = comparison.to_dict()
         data["plot"] = str(plot_path) if plot_path else None
-        _print_json(data)
+        print_json(data)
     else:
-        _out(comparison.format_table())
+        out(comparison.format_table())
         if plot_path is not None:
-            _out(f"plot: {plot_path}")
+            out(f"plot: {plot_path}")
     for model, error in comparison.errors.items():
         sys.stderr.write(f"error: {model}: {error}\n")
     return 2 if comparison.errors else 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from m3e_rag.encode.encoder import normalize_dtype
+from m3e_rag.encode.options import normalize_dtype
 from m3e_rag.errors import InputError
 
 __all__ = ["encoder_kwargs_from_hf", "MODEL_KWARGS", "ENCODE_KWARGS"]

@@ -12,28 +12,43 @@ Two things a query can do to a search, and how they are stopped here:
 - **Invalid Unicode.** A lone surrogate (``"\ud800"``, which Python strings can hold and UTF-8
   cannot encode) made the Rust tokenizer raise a bare ``TypeError``; :func:`check_unicode` names
   the position instead.
+
+Texts to encode (documents and queries alike) are checked here too: :func:`_validate_texts` names the first
+item that is not a non-empty string, and :func:`_check_overflow` applies the encoder's ``on_overflow``
+policy to texts longer than the model's window.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from m3e_rag.errors import InputError
+import numpy as np
 
-__all__ = ["CHARS_PER_TOKEN_BOUND", "cap_query", "cap_query_chars", "check_unicode"]
+from m3e_rag.errors import InputError, InputTooLongError
+
+if TYPE_CHECKING:
+    from m3e_rag.encode.cache import _LoadedModel
+
+__all__ = ["CHARS_PER_TOKEN_BOUND", "SURROGATE_RE", "cap_query", "cap_query_chars", "check_unicode"]
 
 #: Characters kept per token of the window in the cheap first cut. A BERT WordPiece token of M3E's
 #: vocabulary is rarely longer than a few characters; words over 100 characters become one [UNK].
 #: 8 keeps the whole window for any realistic text while bounding the work to a few KB.
 CHARS_PER_TOKEN_BOUND = 8
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# The encoder's name, as before the overflow check left encoder.py: the CLI's log lines show it.
+logger = logging.getLogger("m3e_rag.encode.encoder")
+
+#: A lone surrogate: a string holding one cannot be encoded as UTF-8 (nor tokenized).
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def check_unicode(text: str, what: str = "query") -> None:
     """Raise InputError if ``text`` holds a lone surrogate (not encodable as UTF-8), naming its position."""
-    match = _SURROGATE.search(text)
+    match = SURROGATE_RE.search(text)
     if match is not None:
         pos = match.start()
         raise InputError(
@@ -77,3 +92,65 @@ def cap_query(text: str, tokenizer: Any, max_tokens: int) -> str:
     if len(offsets) <= max_tokens:
         return text
     return text[: int(offsets[max_tokens - 1][1])]
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, str):
+        return "an empty string" if not value else "whitespace only"
+    return f"of type {type(value).__name__}"
+
+
+def _validate_texts(texts: object, what: str = "texts") -> list[str]:
+    """Return ``texts`` as a list, or raise InputError naming the first bad item and the fix."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise InputError(
+            f"{what} must be a list of strings, got {type(texts).__name__}; wrap a single text in a list "
+            "or use encode_query() for one query."
+        )
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(
+                f"{what}[{i}] is {_describe(text)}; every text must be a non-empty string: "
+                "drop or replace it before encoding."
+            )
+        check_unicode(text, f"{what}[{i}]")  # the Rust tokenizer fails on a lone surrogate with a bare TypeError
+    return list(texts)
+
+
+def _validate_pairs(a: str | Sequence[str], b: str | Sequence[str]) -> tuple[list[str], list[str]]:
+    """``a`` and ``b`` as two lists of equal length for ``similarity()``, or InputError saying what to pass."""
+    if isinstance(a, str) or isinstance(b, str):
+        raise InputError(
+            "similarity() takes two strings or two equal-length lists of strings, not one of each; "
+            "wrap the single text in a list, or use similarity_matrix() for one-against-many."
+        )
+    left, right = _validate_texts(a, "a"), _validate_texts(b, "b")
+    if len(left) != len(right):
+        raise InputError(
+            f"similarity() pairs a[i] with b[i], but a has {len(left)} texts and b has {len(right)}; pass "
+            "equal-length lists, or use similarity_matrix() for every-against-every scores."
+        )
+    return left, right
+
+
+def _check_overflow(lengths: np.ndarray, model: _LoadedModel, on_overflow: str) -> None:
+    """Apply ``on_overflow`` to the texts of ``lengths`` tokens that pass the model's window (counted in stats)."""
+    over = np.flatnonzero(lengths > model.max_seq_length)
+    if over.size == 0:
+        return
+    first = int(over[0])
+    if on_overflow == "error":
+        raise InputTooLongError(
+            f"texts[{first}] has {int(lengths[first])} tokens, more than the model's window of "
+            f"{model.max_seq_length} ({over.size} text(s) in all); split long texts first "
+            "(m3e_rag.ingest.chunking.Chunker does it) or pass on_overflow='truncate'."
+        )
+    model.stats.truncated += int(over.size)
+    if on_overflow == "warn":
+        logger.warning(
+            "%d of %d texts exceed the %d-token window and were truncated (first: index %d, %d tokens); "
+            "chunk them (m3e_rag.ingest.chunking.Chunker) or pass on_overflow='truncate' to silence this.",
+            over.size, lengths.size, model.max_seq_length, first, int(lengths[first]),
+        )

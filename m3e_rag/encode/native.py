@@ -1,10 +1,10 @@
 """Run a plain sentence-transformers folder (Transformer, Pooling, optional Normalize) with transformers alone.
 
 Why: ``import sentence_transformers`` imports its trainers, evaluators, scikit-learn and scipy, none of which
-encoding needs. Measured on this project's machine (2 cores): a process that loads the m3e-base shape
-through sentence-transformers holds 475 MiB after loading against 428 MiB through transformers alone, and
-``import sentence_transformers`` takes 0.9 s more than importing the BERT code it runs. Every ``m3e-rag``
-process that encodes pays both (a one-shot ``m3e-rag search``, an ingest whose peak is bounded, a server).
+encoding needs: a process that loads a model through it holds more memory after loading, and starts
+slower, than one that loads it through transformers alone, and every ``m3e-rag`` process that encodes
+would pay both (a one-shot ``m3e-rag search``, an ingest whose peak is bounded, a server) (figures:
+benchmarks/README.md, 'Design figures').
 
 What: the M3E folders (and most sentence-transformers text encoders: BGE, E5, text2vec) are a Hugging Face
 encoder, a mean or CLS pooling, and sometimes an L2 normalisation, described by ``modules.json``. For

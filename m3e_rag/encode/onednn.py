@@ -1,10 +1,9 @@
 """Faster fp32 Linear layers on CPU for the torch backend: oneDNN with pre-packed weights.
 
-torch's CPU ``Linear`` calls MKL's sgemm, which takes its AVX2 code path on AMD CPUs: measured 100 GFLOP/s
-per core on the benchmark machine (AMD EPYC with AVX-512), against 230 GFLOP/s for oneDNN with weights
-packed once (the kernel ``torch.compile`` itself uses on CPU). The arithmetic is the same fp32; only the
-summation order differs (cosine to torch's own result >= 0.99999). Where oneDNN is missing, or its
-self-test disagrees with ``torch.nn.Linear``, nothing is changed.
+torch's CPU ``Linear`` calls MKL's sgemm, which takes its AVX2 code path on AMD CPUs and runs much slower
+there than oneDNN with weights packed once (the kernel ``torch.compile`` itself uses on CPU). The arithmetic
+is the same fp32; only the summation order differs. Where oneDNN is missing, or its self-test disagrees
+with ``torch.nn.Linear``, nothing is changed (figures: benchmarks/README.md, 'Design figures').
 
 Only the encoder imports this module, and only for a CPU model with ``backend="torch"``.
 """
@@ -19,14 +18,9 @@ __all__ = ["CACHE_CAPACITY", "PackedLinear", "cap_kernel_caches", "onednn_availa
 
 #: Kernels oneDNN (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``) and torch's ideep layer (``LRU_CACHE_CAPACITY``) keep
 #: per cache, where the process has not set these variables itself. Each distinct input shape of a packed
-#: Linear builds its own kernels, about 0.6 MiB each (2 MiB per shape for BERT's three Linear shapes, whatever
-#: the rows), and the defaults keep 1,024: on the m3e-base shape, RSS grew 67 MiB over 63 new batch shapes
-#: where 32 kept the growth at 13 MiB. An ingest of 300 CMRC 2018 paragraphs meets 32 batch shapes (it
-#: peaked at 1,033 MiB with 32 kernels against 1,054 with the defaults); a long-lived server meets a shape
-#: per query length and batch size and would keep growing. Most reuse is of the shape just used (an
-#: ingest's batches come longest first), so a small cache loses little: that ingest took as long (82.0 s
-#: against 81.9 s), and queries of random length (4-120 tokens, 16 shapes) 3% longer (39.1 ms against
-#: 37.8 ms mean, two runs each).
+#: Linear builds its own kernels and the defaults keep 1,024, so a long-lived server, which meets a shape per
+#: query length and batch size, would keep growing. Most reuse is of the shape just used (an ingest's batches
+#: come longest first), so a small cache loses little (figures: benchmarks/README.md, 'Design figures').
 CACHE_CAPACITY = 32
 _CACHE_ENV = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
@@ -104,12 +98,11 @@ def _release_pages(tensor: torch.Tensor) -> None:
 
     The weights sit in transformers' map of the safetensors file, which lives as long as any tensor
     in it (the embeddings, LayerNorms and biases stay there): without this, every packed layer's
-    original stays resident beside its packed copy (1,107 MiB after load against 448 MiB before
-    packing, on the m3e-base shape). With it, a packed model holds 792 MiB after load and one batch,
-    as much as sentence-transformers' unpacked one; the word embeddings stay mapped, so only the rows
-    of tokens met are resident (copying the rest out instead cost 56 MiB). Only pages wholly inside the
-    tensor's bytes are released, and only while the tensor is still referenced here, so no live data
-    shares them. Best effort.
+    original stays resident beside its packed copy. With it, a packed model holds as much as
+    sentence-transformers' unpacked one; the word embeddings stay mapped, so only the rows of tokens
+    met are resident (cheaper than copying the rest out). Only pages wholly inside the tensor's bytes
+    are released, and only while the tensor is still referenced here, so no live data shares them.
+    Best effort (figures: benchmarks/README.md, 'Design figures').
     """
     from m3e_rag.encode.libc import libc
 

@@ -17,9 +17,9 @@ lock: two processes never export the same file at once, and a second process sim
 ``onnx-int8`` is ONNX Runtime's dynamic quantization of the fp32 export: int8 weights (symmetric, one
 scale per output channel) and uint8 activations (one scale per tensor, computed on every call) for the
 Q, K, V, attention-output and FFN-input MatMuls. The FFN-output MatMul stays fp32: its input, the GELU
-output, has outlier channels that a per-tensor activation scale flattens (measured on real weights:
-keeping it fp32 lifts the centred cosine to fp32 from 0.984 to 0.995 and the XQuAD top-10 overlap from
-0.89 to 0.94 on multilingual-e5-small, for 30% of the int8 speed). Embeddings, LayerNorm, softmax and
+output, has outlier channels that a per-tensor activation scale flattens; keeping it fp32 brings the
+vectors and the search results closer to fp32's for a part of the int8 speed (figures:
+benchmarks/README.md, 'Design figures'). Embeddings, LayerNorm, softmax and
 GELU stay fp32. ``reduce_range`` (7-bit weights) is used only on x86 CPUs without VNNI (or where
 that cannot be read), where 8-bit products can saturate.
 

@@ -324,20 +324,45 @@ def _check_xy(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) 
     return a, b
 
 
-def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
-    """Spearman rank correlation (ties get their average rank), via ``scipy.stats.spearmanr``."""
-    from scipy.stats import spearmanr
+def _average_ranks(v: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``v``; tied values share the average of their ranks (``scipy.stats.rankdata``'s way)."""
+    order = np.argsort(v, kind="mergesort")
+    inverse = np.empty(order.size, dtype=np.intp)
+    inverse[order] = np.arange(order.size, dtype=np.intp)
+    ordered = v[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    dense = starts.cumsum()[inverse]
+    bounds = np.r_[np.flatnonzero(starts), starts.size]
+    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
 
+
+def _pearson_r(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's r as ``scipy.stats.pearsonr`` computes it, so the figures stay the same.
+
+    Centre both, scale each by its largest deviation before taking the norm (no overflow), and clip
+    to [-1, 1] (rounding can step past).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        am, bm = a - a.mean(), b - b.mean()
+        amax, bmax = np.abs(am).max(), np.abs(bm).max()
+        norm_a = amax * np.linalg.norm(am / amax)
+        norm_b = bmax * np.linalg.norm(bm / bmax)
+        return float(np.clip(np.dot(am / norm_a, bm / norm_b), -1.0, 1.0))
+
+
+def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Spearman rank correlation: Pearson's r of the ranks, ties getting their average rank (nan if a value is)."""
     a, b = _check_xy(x, y)
-    return float(spearmanr(a, b).statistic)
+    if np.isnan(a).any() or np.isnan(b).any():
+        return float("nan")
+    return _pearson_r(_average_ranks(a), _average_ranks(b))
 
 
 def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
-    """Pearson correlation, via ``scipy.stats.pearsonr``."""
-    from scipy.stats import pearsonr
-
+    """Pearson correlation (exactly +-1 for two points, as ``scipy.stats.pearsonr`` gives it)."""
     a, b = _check_xy(x, y)
-    return float(pearsonr(a, b).statistic)
+    r = _pearson_r(a, b)
+    return float(np.round(r)) if a.size == 2 else r
 
 
 def _binary_labels(labels: Sequence[float] | np.ndarray, scores: np.ndarray) -> np.ndarray:

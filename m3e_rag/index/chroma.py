@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +30,23 @@ from urllib.parse import urlparse
 import numpy as np
 
 from m3e_rag.errors import InputError, ModelMismatchError, StoreError
-from m3e_rag.index.boundary import check_filters, store_boundary, translate_store_error
+from m3e_rag.index.boundary import store_boundary, translate_store_error
+from m3e_rag.index.connect import connect, forget_shared_system
+from m3e_rag.index.generation import (
+    bump_server_generation,
+    generation_file,
+    read_generation_file,
+    read_server_generation,
+    write_generation_file,
+)
+from m3e_rag.index.guard import (
+    META_PREFIX,
+    check_built_model,
+    describe_metadata,
+    expected_metadata,
+    recorded_model,
+    user_metadata,
+)
 from m3e_rag.index.integrity import (
     SQLITE_FILE,
     check_after_open,
@@ -39,7 +54,8 @@ from m3e_rag.index.integrity import (
     forget_collection,
     record_collection,
 )
-from m3e_rag.types import Metadata, RetrievedChunk
+from m3e_rag.index.reads import StoreReads
+from m3e_rag.types import Metadata
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -50,9 +66,6 @@ __all__ = ["ChromaStore", "StoreRecord", "chunk_id", "DEFAULT_COLLECTION"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "m3e_rag"
-_META_PREFIX = "m3e_rag:"
-_FORMAT_VERSION = 1
-_GENERATION_KEY = f"{_META_PREFIX}generation"
 #: Seconds a writer waits for another process's lock before giving up with a clear error.
 LOCK_TIMEOUT_S = 3600.0
 
@@ -111,42 +124,11 @@ def _scalar_kind(value: object) -> str | None:
     return "str" if isinstance(value, str) else None
 
 
-def _user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Collection metadata given by the caller (LangChain's ``collection_metadata``), checked.
-
-    Keys under ``m3e_rag:`` are the model guard's and are refused; ``hnsw:space`` may only be
-    ``cosine`` (the index always uses cosine space; other ``hnsw:*`` tuning keys are passed on).
-    """
-    out: dict[str, Any] = {}
-    for key, value in (metadata or {}).items():
-        if not isinstance(key, str) or key.startswith(_META_PREFIX):
-            raise InputError(f"collection_metadata key {key!r} is reserved for m3e-rag's model guard; rename it.")
-        if key == "hnsw:space":
-            if value != "cosine":
-                raise InputError(
-                    f"collection_metadata {{'hnsw:space': {value!r}}} is refused: m3e-rag indexes are always cosine "
-                    "space (normalized M3E vectors); drop the key."
-                )
-            continue
-        if not isinstance(value, (str, int, float, bool)):
-            raise InputError(f"collection_metadata[{key!r}] must be a str, int, float or bool, got {value!r}.")
-        out[key] = value
-    return out
-
-
-def _same_model(recorded: str, current: str) -> bool:
-    """Whether two model names are one model: equal, or two spellings of one local folder."""
-    if recorded == current:
-        return True
-    try:
-        a, b = Path(recorded).expanduser(), Path(current).expanduser()
-        return a.is_dir() and b.is_dir() and a.resolve() == b.resolve()
-    except (OSError, ValueError):
-        return False
-
-
-class ChromaStore:
+class ChromaStore(StoreReads):
     """A Chroma collection guarded for one embedding model.
+
+    Reading (``get``, ``page``, ``query``, id lookups) is inherited from
+    :class:`~m3e_rag.index.reads.StoreReads`.
 
     Args:
         path: folder of an embedded (persistent) Chroma database. Ignored when ``url`` is given.
@@ -178,7 +160,7 @@ class ChromaStore:
         self._given_client = client
         self._settings = settings
         self._headers = dict(headers) if headers else None
-        self._user_meta = _user_metadata(collection_metadata)
+        self._user_meta = user_metadata(collection_metadata)
         if client is not None:
             path, url = None, None
         elif path is None and url is None:
@@ -221,41 +203,10 @@ class ChromaStore:
 
     # ------------------------------------------------------------- connecting
     def _connect(self) -> ClientAPI:
-        import chromadb
-        from chromadb.config import Settings
-
-        if self._given_client is not None:
-            return self._given_client
-        settings = self._settings if self._settings is not None else Settings(anonymized_telemetry=False)
-        if self.url is not None:
-            parsed = urlparse(self.url if "://" in self.url else f"http://{self.url}")
-            if not parsed.hostname:
-                raise InputError(f"chroma_url {self.url!r} is not an address; use e.g. http://127.0.0.1:8000")
-            port = parsed.port or (443 if parsed.scheme == "https" else 8000)
-            try:
-                client = chromadb.HttpClient(
-                    host=parsed.hostname, port=port, ssl=parsed.scheme == "https", headers=self._headers,
-                    settings=settings,
-                )
-                client.heartbeat()
-            except Exception as exc:
-                raise StoreError(
-                    f"Cannot reach the Chroma server at {self.url} ({exc}); start one with "
-                    "`chroma run --path DIR --host 127.0.0.1 --port 8000`, or drop chroma_url to use a local folder."
-                ) from exc
-            return client
-        assert self.path is not None
-        return chromadb.PersistentClient(path=str(self.path), settings=settings)
+        return connect(self._given_client, self._settings, self.url, self.path, self._headers)
 
     def _expected_metadata(self) -> dict[str, Any]:
-        return {
-            **self._user_meta,
-            f"{_META_PREFIX}model": self.model_id,
-            f"{_META_PREFIX}dim": self.dim,
-            f"{_META_PREFIX}normalize": self.normalize,
-            f"{_META_PREFIX}chunker": json.dumps(self.chunker, sort_keys=True),
-            f"{_META_PREFIX}format": _FORMAT_VERSION,
-        }
+        return expected_metadata(self._user_meta, self.model_id, self.dim, self.normalize, self.chunker)
 
     def _where(self) -> str:
         if self._given_client is not None and self.path is None and self.url is None:
@@ -268,32 +219,6 @@ class ChromaStore:
             self._client.delete_collection(self.collection_name)
             if self.path is not None:
                 forget_collection(self.path, self.collection_name)  # dropped on purpose: not damage
-
-    def page(
-        self,
-        ids: Sequence[str] | None = None,
-        where: Mapping[str, Any] | None = None,
-        *,
-        where_document: Mapping[str, Any] | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        include: Sequence[str] = ("documents", "metadatas"),
-    ) -> dict[str, Any]:
-        """Chroma's own ``get`` result (ids, documents, metadatas, embeddings), one page of it.
-
-        For callers that need Chroma's dict shape and paging (LangChain's ``Chroma.get``).
-        """
-        check_filters(where, where_document)
-        with store_boundary("read records", self._where(), filters=bool(where or where_document)):
-            res = self._collection.get(
-                ids=list(ids) if ids is not None else None,
-                where=dict(where) if where else None,
-                where_document=dict(where_document) if where_document else None,  # type: ignore[arg-type]
-                limit=limit,
-                offset=offset,
-                include=list(include),  # type: ignore[arg-type]
-            )
-        return dict(res)
 
     def _open_collection(self) -> Collection:
         from chromadb.errors import NotFoundError
@@ -310,21 +235,8 @@ class ChromaStore:
                 embedding_function=None,
             )
         meta = existing.metadata or {}
-        built_model = meta.get(f"{_META_PREFIX}model")
-        built_dim = meta.get(f"{_META_PREFIX}dim")
-        if built_model is None:
-            raise ModelMismatchError(
-                f"Collection {self.collection_name!r} at {self._where()} was not created by m3e-rag (no model "
-                "recorded); use another collection name or index folder."
-            )
-        if built_dim != self.dim or not _same_model(str(built_model), self.model_id):
-            raise ModelMismatchError(
-                f"The index at {self._where()} (collection {self.collection_name!r}) was built with model "
-                f"{built_model!r} ({built_dim}-d), but you opened it with {self.model_id!r} ({self.dim}-d). "
-                f"Open it with model {built_model!r}, or rebuild: ingest into a new index folder or collection "
-                "(the existing one is untouched)."
-            )
-        built_chunker = meta.get(f"{_META_PREFIX}chunker")
+        check_built_model(meta, self.collection_name, self._where(), self.model_id, self.dim)
+        built_chunker = meta.get(f"{META_PREFIX}chunker")
         if self.chunker and built_chunker not in (None, json.dumps(self.chunker, sort_keys=True)):
             logger.info(
                 "Index was chunked with %s; now chunking with %s. Re-ingested files get the new chunks.",
@@ -333,36 +245,16 @@ class ChromaStore:
         return existing
 
     # ------------------------------------------------- generation (other processes' writes)
-    # A counter bumped by every write BEFORE it touches the records: a reader compares it with the
-    # value it last saw (one cheap read) and, when another process moved it, reconnects (an embedded
-    # client keeps its HNSW index in memory and would serve stale vectors) and lets its BM25 side
-    # catch up. A writer killed after the bump leaves the counter ahead of the BM25 log, which is how
-    # that crash is detected. For a folder the counter is a small file beside chroma.sqlite3 (a
-    # read costs microseconds; a Chroma metadata update cost 28 ms, more than the write it guards);
-    # for a server it is a key of the collection's metadata, shared by every client of the server.
+    # A counter bumped by every write BEFORE it touches the records (see m3e_rag.index.generation).
     def _generation_file(self) -> Path | None:
-        if self.path is None:
-            return None
-        return self.path / f".m3e-rag-generation-{self.collection_name}"
+        return generation_file(self.path, self.collection_name)
 
     def generation(self) -> int:
         """The collection's write generation as stored now (not cached)."""
         path = self._generation_file()
         if path is not None:
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:
-                return 0
-            except OSError as exc:
-                raise translate_store_error(exc, "read the generation file", self._where()) or StoreError(
-                    str(exc)) from exc
-            try:
-                return int(raw.strip() or b"0")
-            except ValueError:
-                return 0  # damaged: anything not equal to a BM25 log's generation makes it catch up
-        with store_boundary("read the collection", self._where()):
-            fresh = self._client.get_collection(self.collection_name, embedding_function=None)
-        return _generation_of(fresh.metadata)
+            return read_generation_file(path, self._where())
+        return read_server_generation(self._client, self.collection_name, self._where())
 
     @property
     def seen_generation(self) -> int:
@@ -374,20 +266,9 @@ class ChromaStore:
         path = self._generation_file()
         if path is not None:
             new = max(self.generation(), self._seen_generation) + 1
-            with store_boundary("write the generation file", self._where()):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-                try:  # 20 bytes rewritten in place: whole in the page cache even if the process dies
-                    os.pwrite(fd, f"{new:<19d}\n".encode(), 0)
-                finally:
-                    os.close(fd)
-            self._seen_generation = new
-            return new
-        with store_boundary("update the collection", self._where()):
-            fresh = self._client.get_collection(self.collection_name, embedding_function=None)
-            meta = dict(fresh.metadata or {})
-            new = _generation_of(meta) + 1
-            meta[_GENERATION_KEY] = new
-            fresh.modify(metadata=meta)
+            write_generation_file(path, new, self._where())
+        else:
+            new = bump_server_generation(self._client, self.collection_name, self._where())
         self._seen_generation = new
         return new
 
@@ -410,12 +291,7 @@ class ChromaStore:
         """
         if self.path is None or self._given_client is not None:
             return
-        from chromadb.api.shared_system_client import SharedSystemClient
-
-        identifier = getattr(self._client, "_identifier", None)
-        if identifier is not None:
-            SharedSystemClient._identifier_to_system.pop(identifier, None)
-            SharedSystemClient._identifier_to_refcount.pop(identifier, None)
+        forget_shared_system(self._client)
         with store_boundary("reopen the index", self._where()):
             self._client = self._connect()
             self._collection = self._client.get_collection(self.collection_name, embedding_function=None)
@@ -510,181 +386,14 @@ class ChromaStore:
                 self._collection.delete(ids=doomed[start : start + step])
         return len(doomed)
 
-    # --------------------------------------------------------------- reading
-    def count(self) -> int:
-        """Number of chunks stored."""
-        with store_boundary("count records", self._where()):
-            return int(self._collection.count())
-
-    def allowed_ids(
-        self, where: Mapping[str, Any] | None = None, where_document: Mapping[str, Any] | None = None
-    ) -> list[str] | None:
-        """Ids of the records matching both filters, or None when there is no filter (everything allowed).
-
-        Sparse and hybrid search restrict BM25 to these ids BEFORE ranking, so a filter that matches
-        one record among thousands still finds it (filtering BM25's top hits afterwards would not).
-        """
-        if not where and not where_document:
-            return None
-        check_filters(where, where_document)
-        with store_boundary("apply the filter", self._where(), filters=True):
-            res = self._collection.get(
-                where=dict(where) if where else None,
-                where_document=dict(where_document) if where_document else None,  # type: ignore[arg-type]
-                include=[],
-            )
-        return [str(i) for i in res["ids"]]
-
-    def get(
-        self,
-        ids: Sequence[str] | None = None,
-        where: Mapping[str, Any] | None = None,
-        *,
-        where_document: Mapping[str, Any] | None = None,
-        include_text: bool = True,
-        include_embeddings: bool = False,
-    ) -> list[RetrievedChunk]:
-        """Fetch stored chunks by id, metadata filter and/or document filter (score 0.0), in Chroma's order.
-
-        ``where_document`` is Chroma's document filter: ``{"$contains": "熊猫"}``, ``$not_contains``,
-        ``$regex``, ``$not_regex``, combined with ``$and`` / ``$or``.
-        """
-        if isinstance(ids, str):
-            raise InputError(f"ids must be a list of ids, got the single string {ids!r}; wrap it: ids=[{ids!r}].")
-        check_filters(where, where_document)
-        include: list[str] = ["metadatas"]
-        if include_text:
-            include.append("documents")
-        if include_embeddings:
-            include.append("embeddings")
-        out: list[RetrievedChunk] = []
-        id_list = list(ids) if ids is not None else None
-        if id_list is not None and not id_list:
-            return out
-        with store_boundary("read records", self._where(), filters=bool(where or where_document)):
-            res = self._collection.get(
-                ids=id_list,
-                where=dict(where) if where else None,
-                where_document=dict(where_document) if where_document else None,  # type: ignore[arg-type]
-                include=include,  # type: ignore[arg-type]
-            )
-        docs = res.get("documents") or [""] * len(res["ids"])
-        metas = res.get("metadatas") or [{}] * len(res["ids"])
-        embs = res.get("embeddings")
-        for i, cid in enumerate(res["ids"]):
-            meta: dict[str, Any] = dict(metas[i] or {})
-            if include_embeddings and embs is not None:
-                meta["_embedding"] = np.asarray(embs[i], dtype=np.float32)
-            out.append(RetrievedChunk(cid, docs[i] or "", 0.0, meta))
-        return out
-
-    def ids_by_source(self, sources: Sequence[str]) -> dict[str, dict[str, Metadata]]:
-        """Map each source to {chunk id: stored metadata} for the chunks it has in the store."""
-        result: dict[str, dict[str, Metadata]] = {s: {} for s in sources}
-        step = 500
-        for start in range(0, len(sources), step):
-            part = list(sources[start : start + step])
-            where: dict[str, Any] = {"source": part[0]} if len(part) == 1 else {"source": {"$in": part}}
-            with store_boundary("read records", self._where()):
-                res = self._collection.get(where=where, include=["metadatas"])
-            for cid, meta in zip(res["ids"], res.get("metadatas") or [], strict=False):
-                src = str((meta or {}).get("source", ""))
-                result.setdefault(src, {})[cid] = dict(meta or {})
-        return result
-
-    def ids_of_source(self, source: str) -> list[str]:
-        """Ids of the chunks stored for one source (ids only: cheap even for a source of many chunks)."""
-        with store_boundary("read record ids", self._where()):
-            return [str(i) for i in self._collection.get(where={"source": source}, include=[])["ids"]]
-
-    def all_ids(self) -> list[str]:
-        """Every chunk id in the collection."""
-        with store_boundary("read record ids", self._where()):
-            return [str(i) for i in self._collection.get(include=[])["ids"]]
-
-    def iter_texts(self, batch: int = 5000) -> Iterator[tuple[list[str], list[str]]]:
-        """Yield (ids, texts) pages of the whole collection (used to rebuild the sparse index)."""
-        total = self.count()
-        for offset in range(0, total, batch):
-            with store_boundary("read records", self._where()):
-                res = self._collection.get(include=["documents"], limit=batch, offset=offset)
-            yield [str(i) for i in res["ids"]], [d or "" for d in (res.get("documents") or [])]
-
-    def sources(self) -> list[str]:
-        """Distinct sources in the collection, sorted."""
-        seen: set[str] = set()
-        total = self.count()
-        for offset in range(0, total, 5000):
-            with store_boundary("read records", self._where()):
-                res = self._collection.get(include=["metadatas"], limit=5000, offset=offset)
-            for meta in res.get("metadatas") or []:
-                if meta and "source" in meta:
-                    seen.add(str(meta["source"]))
-        return sorted(seen)
-
-    def query(
-        self,
-        embedding: np.ndarray,
-        k: int,
-        where: Mapping[str, Any] | None = None,
-        *,
-        where_document: Mapping[str, Any] | None = None,
-        include_embeddings: bool = False,
-    ) -> list[RetrievedChunk]:
-        """Top-``k`` chunks by cosine similarity (score = 1 - cosine distance), best first.
-
-        ``where`` (metadata) and ``where_document`` (text) restrict the candidates before ranking.
-        """
-        check_filters(where, where_document)
-        vec = np.asarray(embedding, dtype=np.float32)
-        if vec.ndim != 1 or vec.shape[-1] != self.dim:
-            raise ModelMismatchError(f"Query vector has shape {vec.shape}, the index holds {self.dim}-d vectors.")
-        if not np.isfinite(vec).all():
-            raise InputError("The query vector holds NaN or infinite values; embed the query again with this model.")
-        total = self.count()
-        if total == 0 or k <= 0:
-            return []
-        include: list[str] = ["documents", "metadatas", "distances"]
-        if include_embeddings:
-            include.append("embeddings")
-        with store_boundary("search", self._where(), filters=bool(where or where_document)):
-            res = self._collection.query(
-                query_embeddings=[vec.tolist()],
-                n_results=min(k, total),
-                where=dict(where) if where else None,
-                where_document=dict(where_document) if where_document else None,  # type: ignore[arg-type]
-                include=include,  # type: ignore[arg-type]
-            )
-        ids = res["ids"][0]
-        docs = (res.get("documents") or [[]])[0]
-        metas = (res.get("metadatas") or [[]])[0]
-        dists = (res.get("distances") or [[]])[0]
-        embs = res.get("embeddings")
-        out = []
-        for i, cid in enumerate(ids):
-            meta: dict[str, Any] = dict(metas[i] or {})
-            if include_embeddings and embs is not None:
-                meta["_embedding"] = np.asarray(embs[0][i], dtype=np.float32)
-            out.append(RetrievedChunk(cid, docs[i] or "", 1.0 - float(dists[i]), meta))
-        return out
-
     def describe(self) -> dict[str, Any]:
         """What built this index: model, dim, normalization, chunker settings, and its location."""
         meta = self._collection.metadata or {}
-        chunker = meta.get(f"{_META_PREFIX}chunker")
         return {
-            "model": meta.get(f"{_META_PREFIX}model"),
-            "dim": meta.get(f"{_META_PREFIX}dim"),
-            "normalize": meta.get(f"{_META_PREFIX}normalize"),
-            "chunker": json.loads(chunker) if isinstance(chunker, str) else None,
+            **describe_metadata(meta),
             "collection": self.collection_name,
             "location": self._where(),
         }
-
-
-def _generation_of(metadata: Mapping[str, Any] | None) -> int:
-    value = (metadata or {}).get(_GENERATION_KEY, 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def read_index_model(path: str | Path | None = None, url: str | None = None,
@@ -717,8 +426,4 @@ def read_index_model(path: str | Path | None = None, url: str | None = None,
         except (NotFoundError, ValueError):
             return None
         meta = col.metadata or {}
-    model = meta.get(f"{_META_PREFIX}model")
-    dim = meta.get(f"{_META_PREFIX}dim")
-    if not isinstance(model, str) or not isinstance(dim, int):
-        return None
-    return model, dim
+    return recorded_model(meta)

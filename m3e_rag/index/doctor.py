@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from m3e_rag.errors import IndexDamagedError, InputError, M3ERagError
+from m3e_rag.index.guard import META_PREFIX
 from m3e_rag.index.integrity import (
     MANIFEST,
     SQLITE_FILE,
@@ -57,7 +58,6 @@ logger = logging.getLogger(__name__)
 
 EXIT_HEALTHY = 0
 EXIT_DAMAGED = 3
-_META_PREFIX = "m3e_rag:"
 _REPAIR_BATCH = 256
 
 Level = Literal["error", "warning"]
@@ -156,14 +156,22 @@ def _recorded_model(folder: Path, coll_id: str) -> tuple[str | None, int | None]
     try:
         rows = conn.execute(
             "SELECT key, str_value, int_value FROM collection_metadata WHERE collection_id = ? AND key IN (?, ?)",
-            (coll_id, f"{_META_PREFIX}model", f"{_META_PREFIX}dim"),
+            (coll_id, f"{META_PREFIX}model", f"{META_PREFIX}dim"),
         ).fetchall()
     finally:
         conn.close()
     values = {key: (s if s is not None else i) for key, s, i in rows}
-    model = values.get(f"{_META_PREFIX}model")
-    dim = values.get(f"{_META_PREFIX}dim")
+    model = values.get(f"{META_PREFIX}model")
+    dim = values.get(f"{META_PREFIX}dim")
     return (model if isinstance(model, str) else None, dim if isinstance(dim, int) else None)
+
+
+def _add(report: DoctorReport, check: Check) -> Check:
+    """Record a check's outcome; a failed ``error``-level check makes the report unhealthy."""
+    report.checks.append(check)
+    if not check.ok and check.level == "error":
+        report.healthy = False
+    return check
 
 
 def diagnose(index: str | Path, collection: str = "m3e_rag") -> DoctorReport:
@@ -173,26 +181,55 @@ def diagnose(index: str | Path, collection: str = "m3e_rag") -> DoctorReport:
     counts: dict[str, int | None] = {"records": None, "hnsw_elements": None, "queued": None, "bm25": None}
     report.counts = counts
 
-    def add(check: Check) -> Check:
-        report.checks.append(check)
-        if not check.ok and check.level == "error":
-            report.healthy = False
-        return check
-
     if not folder.is_dir():
-        add(Check("folder", False, f"{folder} is not a folder"))
+        _add(report, Check("folder", False, f"{folder} is not a folder"))
         report.advice.append("pass the folder given to `m3e-rag ingest --index`.")
         return report
-    add(Check("folder", True, str(folder)))
+    _add(report, Check("folder", True, str(folder)))
 
+    if not _check_sqlite(folder, report):
+        return report
+
+    coll_id = collection_id(folder, collection)
+    manifest = read_manifest(folder)
+    recorded = (manifest or {}).get("collections", {}).get(collection)
+    if coll_id is None:
+        _check_missing_collection(folder, collection, recorded, report)
+        return report
+    _add(report, Check("collection", True, f"{collection!r} (id {coll_id})"))
+
+    model, dim = _recorded_model(folder, coll_id)
+    report.model = model
+    if model is None or dim is None:
+        _add(report, Check("model", False,
+                           "the collection records no m3e-rag model/dimension (not created by m3e-rag)"))
+        return report
+    _add(report, Check("model", True, f"{model} ({dim}-d)"))
+
+    ids = _check_hnsw(folder, coll_id, report)
+    _check_bm25(folder, ids, report)
+
+    if recorded is not None and recorded.get("id") == coll_id:
+        _add(report, Check("manifest", True, f"{MANIFEST} records {collection!r}", level="warning"))
+    else:
+        _add(report, Check("manifest", False, f"{MANIFEST} does not record {collection!r} with id {coll_id} "
+                           "(written by older versions on next open; --repair writes it now)", level="warning",
+                           repairable=True))
+    if not report.healthy:
+        report.advice.append(f"run `m3e-rag doctor --index {folder} --repair` (needs model {model!r} to re-embed).")
+    return report
+
+
+def _check_sqlite(folder: Path, report: DoctorReport) -> bool:
+    """The ``sqlite`` check: present, non-empty, passes ``PRAGMA quick_check``; False stops the diagnosis."""
     db = folder / SQLITE_FILE
     size = db.stat().st_size if db.exists() else -1
     if size <= 0:
-        add(Check("sqlite", False, f"{SQLITE_FILE} is {'missing' if size < 0 else 'empty (0 bytes)'}: every record "
-                  "(texts, metadata, vectors not yet in HNSW) is gone"))
+        _add(report, Check("sqlite", False, f"{SQLITE_FILE} is {'missing' if size < 0 else 'empty (0 bytes)'}: every "
+                           "record (texts, metadata, vectors not yet in HNSW) is gone"))
         report.advice.append("restore the folder from a backup, or re-ingest your sources into a new folder "
                              "(`m3e-rag ingest PATH --index NEW`).")
-        return report
+        return False
     try:
         conn = _ro(db)
         try:
@@ -202,83 +239,75 @@ def diagnose(index: str | Path, collection: str = "m3e_rag") -> DoctorReport:
     except sqlite3.Error as exc:
         verdict = [f"unreadable: {exc}"]
     if verdict != ["ok"]:
-        add(Check("sqlite", False, f"{SQLITE_FILE} fails sqlite's integrity check ({'; '.join(verdict)[:300]})"))
+        _add(report, Check("sqlite", False,
+                           f"{SQLITE_FILE} fails sqlite's integrity check ({'; '.join(verdict)[:300]})"))
         report.advice.append("restore the folder from a backup, or re-ingest your sources into a new folder; "
                              f"`sqlite3 {db} .recover` may salvage texts from a copy.")
-        return report
-    add(Check("sqlite", True, f"{SQLITE_FILE} readable, {size:,} bytes, integrity ok"))
+        return False
+    _add(report, Check("sqlite", True, f"{SQLITE_FILE} readable, {size:,} bytes, integrity ok"))
+    return True
 
-    coll_id = collection_id(folder, collection)
-    manifest = read_manifest(folder)
-    recorded = (manifest or {}).get("collections", {}).get(collection)
-    if coll_id is None:
-        conn = _ro(db)
-        try:
-            names = [str(r[0]) for r in conn.execute("SELECT name FROM collections ORDER BY name")]
-        finally:
-            conn.close()
-        leftovers = [n for n in names if n.startswith(f"{collection}-repair-")]
-        if leftovers:
-            add(Check("collection", False, f"collection {collection!r} is missing but {leftovers[0]!r} holds its "
-                      "repaired copy (a repair was interrupted before the swap)", repairable=True))
-            report.advice.append(f"run `m3e-rag doctor --index {folder} --repair` to finish the swap.")
-        elif recorded is not None:
-            add(Check("collection", False, f"collection {collection!r} (id {recorded.get('id')}) recorded in "
-                      f"{MANIFEST} is missing from the database (present: {names})", repairable=True))
-            report.advice.append(f"if it was deleted on purpose, `--repair` forgets it; otherwise restore a backup. "
-                                 f"Other collections here: {names}.")
-        else:
-            add(Check("collection", False, f"no collection {collection!r} here (present: {names})"))
-            report.advice.append("pass --collection with one of the names present.")
-        return report
-    add(Check("collection", True, f"{collection!r} (id {coll_id})"))
 
-    model, dim = _recorded_model(folder, coll_id)
-    report.model = model
-    if model is None or dim is None:
-        add(Check("model", False, "the collection records no m3e-rag model/dimension (not created by m3e-rag)"))
-        return report
-    add(Check("model", True, f"{model} ({dim}-d)"))
+def _check_missing_collection(folder: Path, collection: str, recorded: Any, report: DoctorReport) -> None:
+    """The failed ``collection`` check: say whether a repair copy, the manifest or nothing knows of it."""
+    conn = _ro(folder / SQLITE_FILE)
+    try:
+        names = [str(r[0]) for r in conn.execute("SELECT name FROM collections ORDER BY name")]
+    finally:
+        conn.close()
+    leftovers = [n for n in names if n.startswith(f"{collection}-repair-")]
+    if leftovers:
+        _add(report, Check("collection", False, f"collection {collection!r} is missing but {leftovers[0]!r} holds its "
+                           "repaired copy (a repair was interrupted before the swap)", repairable=True))
+        report.advice.append(f"run `m3e-rag doctor --index {folder} --repair` to finish the swap.")
+    elif recorded is not None:
+        _add(report, Check("collection", False, f"collection {collection!r} (id {recorded.get('id')}) recorded in "
+                           f"{MANIFEST} is missing from the database (present: {names})", repairable=True))
+        report.advice.append(f"if it was deleted on purpose, `--repair` forgets it; otherwise restore a backup. "
+                             f"Other collections here: {names}.")
+    else:
+        _add(report, Check("collection", False, f"no collection {collection!r} here (present: {names})"))
+        report.advice.append("pass --collection with one of the names present.")
 
+
+def _check_hnsw(folder: Path, coll_id: str, report: DoctorReport) -> list[str]:
+    """The ``hnsw`` check: a vector for every record; returns the records' ids."""
     ids = _record_ids(folder, coll_id)
-    counts["records"] = len(ids)
+    report.counts["records"] = len(ids)
     state = segment_state(folder, coll_id)
-    counts["hnsw_elements"] = state.elements if state.folder_exists else None
-    counts["queued"] = state.pending
+    report.counts["hnsw_elements"] = state.elements if state.folder_exists else None
+    report.counts["queued"] = state.pending
     problem = state.problem(len(ids))
     if problem is None:
-        add(Check("hnsw", True, f"{len(ids)} records; HNSW holds {state.elements} vectors, {state.pending} queued"))
+        _add(report, Check("hnsw", True, f"{len(ids)} records; HNSW holds {state.elements} vectors, "
+                           f"{state.pending} queued"))
     else:
-        add(Check("hnsw", False, problem, repairable=True))
+        _add(report, Check("hnsw", False, problem, repairable=True))
+    return ids
 
+
+def _check_bm25(folder: Path, ids: list[str], report: DoctorReport) -> None:
+    """The ``bm25`` check (a warning): the BM25 folder's ids are the store's."""
     sparse_path = _sparse_file(folder)
     if not sparse_path.exists():
-        add(Check("bm25", True, f"no {sparse_path.name} (built on the first sparse or hybrid search)", level="warning"))
-    else:
-        from m3e_rag.index.sparse.bm25 import fingerprint
-        from m3e_rag.index.sparse.folder import SparseFolder
+        _add(report, Check("bm25", True, f"no {sparse_path.name} (built on the first sparse or hybrid search)",
+                           level="warning"))
+        return
+    from m3e_rag.index.sparse.bm25 import fingerprint
+    from m3e_rag.index.sparse.folder import SparseFolder
 
-        try:
-            sparse = SparseFolder.open(sparse_path, writable=False).index
-        except M3ERagError as exc:
-            add(Check("bm25", False, f"{sparse_path.name} is unusable ({exc})", level="warning", repairable=True))
+    try:
+        sparse = SparseFolder.open(sparse_path, writable=False).index
+    except M3ERagError as exc:
+        _add(report, Check("bm25", False, f"{sparse_path.name} is unusable ({exc})", level="warning", repairable=True))
+    else:
+        report.counts["bm25"] = len(sparse)
+        if sparse.fingerprint == fingerprint(ids):
+            _add(report, Check("bm25", True, f"{sparse_path.name} matches the {len(ids)} stored ids", level="warning"))
         else:
-            counts["bm25"] = len(sparse)
-            if sparse.fingerprint == fingerprint(ids):
-                add(Check("bm25", True, f"{sparse_path.name} matches the {len(ids)} stored ids", level="warning"))
-            else:
-                add(Check("bm25", False, f"{sparse_path.name} holds {len(sparse)} ids that differ from the {len(ids)} "
-                          "stored (stale: searches catch it up, --repair rebuilds it now)", level="warning",
-                          repairable=True))
-
-    if recorded is not None and recorded.get("id") == coll_id:
-        add(Check("manifest", True, f"{MANIFEST} records {collection!r}", level="warning"))
-    else:
-        add(Check("manifest", False, f"{MANIFEST} does not record {collection!r} with id {coll_id} (written by older "
-                  "versions on next open; --repair writes it now)", level="warning", repairable=True))
-    if not report.healthy:
-        report.advice.append(f"run `m3e-rag doctor --index {folder} --repair` (needs model {model!r} to re-embed).")
-    return report
+            _add(report, Check("bm25", False, f"{sparse_path.name} holds {len(sparse)} ids that differ from the "
+                               f"{len(ids)} stored (stale: searches catch it up, --repair rebuilds it now)",
+                               level="warning", repairable=True))
 
 
 EncoderFactory = Callable[[str], Any]
@@ -346,8 +375,8 @@ def _fix_missing_collection(folder: Path, collection: str) -> str:
             copy = client.get_collection(copies[0], embedding_function=None)
             copy.modify(name=collection)
             meta = copy.metadata or {}
-            record_collection(folder, collection, str(copy.id), str(meta.get(f"{_META_PREFIX}model")),
-                              int(meta.get(f"{_META_PREFIX}dim", 0)))
+            record_collection(folder, collection, str(copy.id), str(meta.get(f"{META_PREFIX}model")),
+                              int(meta.get(f"{META_PREFIX}dim", 0)))
             return f"finished an interrupted repair: {copies[0]!r} ({copy.count()} records) is {collection!r} again"
         forget_collection(folder, collection)
         return f"forgot collection {collection!r}, deleted outside m3e-rag (nothing left to lose)"
@@ -398,7 +427,7 @@ def _reembed(folder: Path, collection: str, model: str, encoder_factory: Encoder
             raise
         client.delete_collection(collection)
         new.modify(name=collection)
-        dim = int((old.metadata or {}).get(f"{_META_PREFIX}dim", 0))
+        dim = int((old.metadata or {}).get(f"{META_PREFIX}dim", 0))
         record_collection(folder, collection, str(new.id), model, dim)
     from chromadb.api.client import SharedSystemClient
 

@@ -1,9 +1,9 @@
 """Chroma's metadata filter (``where``) evaluated on records already fetched, where the answer is certain.
 
 Why: filtered BM25 walks the head of its own ranking and keeps the chunks the filter allows
-(``RAGPipeline._sparse_search``). Asking Chroma (``get(ids=head, where=...)``) cost 192 ms for 80 ids in a
-20,000-record collection with a filter that half of it matches (``lang = en``): Chroma resolves the whole
-filter first. Fetching the head by id (2 ms) and evaluating the filter here costs microseconds.
+(``Searcher._sparse_search`` in :mod:`m3e_rag.retrieve.searcher`). Asking Chroma (``get(ids=head, where=...)``)
+is slow even for a short head, because Chroma resolves the whole filter first; fetching the head by id and
+evaluating the filter here is far cheaper (figures: benchmarks/README.md, 'Design figures').
 
 Exactness over coverage: :func:`match_where` answers ``True`` or ``False`` only where Chroma's answer is
 certain, and ``None`` otherwise (a key the record lacks under ``$ne``/``$nin``, an int compared with a

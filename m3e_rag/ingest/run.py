@@ -1,10 +1,11 @@
 """Streaming ingest: documents in, chunks out in steps, Ctrl-C honoured after the current step.
 
-:meth:`m3e_rag.RAGPipeline.ingest` drives an :class:`IngestRun`. Nothing is materialised whole:
-documents come one at a time from the loader (a large text file as a stream of decoded blocks),
-each is chunked window by window, and chunks are embedded and stored in steps of
-``INGEST_STEP_CHUNKS`` under the index's write lock. Memory is bounded by the window and the step,
-plus the ids (not the texts) of the chunks of the sources in progress.
+:class:`~m3e_rag.ingest.ingestor.Ingestor` (behind :meth:`m3e_rag.RAGPipeline.ingest`) drives an
+:class:`IngestRun`. Nothing is materialised whole: documents come one at a time from the loader (a
+large text file as a stream of decoded blocks), each is chunked window by window, and chunks are
+embedded and stored in steps of ``INGEST_STEP_CHUNKS`` under the index's write lock. Memory is
+bounded by the window and the step, plus the ids (not the texts) of the chunks of the sources in
+progress.
 
 Re-ingesting a source replaces its chunks: ids derive from (source, occurrence, text), so an
 unchanged chunk keeps its id and is not embedded again; once a source has been read to its end,
@@ -41,7 +42,7 @@ __all__ = ["IngestInterrupted", "IngestRun", "sigint_deferred", "InterruptFlag"]
 
 logger = logging.getLogger(__name__)
 
-#: ``commit(pairs, finished_sources, current_ids)``: embed and store one step (see the pipeline).
+#: ``commit(pairs, finished_sources, current_ids)``: embed and store one step (see the Ingestor).
 CommitStep = Callable[[list[tuple[str, Chunk]], list[str], dict[str, set[str]]], None]
 
 

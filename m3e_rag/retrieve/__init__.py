@@ -1,1 +1,1 @@
-"""From a query to ranked chunks: search modes, hybrid fusion, MMR, reranking and relevance scores."""
+"""From a query to ranked chunks: the searcher, search modes, hybrid fusion, MMR, reranking and relevance scores."""

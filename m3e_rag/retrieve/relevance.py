@@ -28,7 +28,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from m3e_rag.retrieve.modes import HybridWeights, check_mode
+from m3e_rag.retrieve.fusion import HybridWeights
+from m3e_rag.retrieve.modes import check_mode
 from m3e_rag.types import RetrievedChunk
 
 __all__ = ["relevance_scores", "chroma_distances"]

@@ -1,4 +1,4 @@
-"""Second-stage rerankers: cross-encoders by name or folder, callables, and the facts of known ones.
+"""Second-stage rerankers: cross-encoders by name or folder, callables, the facts of known ones, reranking.
 
 A reranker re-scores the first stage's top candidates of one query, reading query and passage
 together (a cross-encoder), which a bi-encoder such as M3E cannot. Hybrid search finds the
@@ -16,6 +16,8 @@ passages; the reranker puts the best one first. :func:`load_reranker` turns what
   :class:`CallableReranker`;
 - an object that already has ``predict`` (a ``CrossEncoder`` you built): returned as is.
 
+:func:`rerank` applies one to a query's results (what ``RAGPipeline.search(reranker=...)`` runs).
+
 Facts as data: :data:`RERANKERS` describes the cross-encoders Chinese RAG stacks use, without
 loading anything.
 """
@@ -28,14 +30,16 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from m3e_rag.errors import InputError, ModelLoadError
-from m3e_rag.retrieve.modes import Reranker
+from m3e_rag.types import RetrievedChunk
 
 __all__ = [
+    "Reranker",
+    "rerank",
     "RerankerSpec",
     "RERANKERS",
     "RerankerLike",
@@ -46,6 +50,40 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class Reranker(Protocol):
+    """Anything with a sentence-transformers ``CrossEncoder``-like ``predict`` method."""
+
+    def predict(self, sentences: list[tuple[str, str]], **kwargs: Any) -> Any:
+        """Score each (query, passage) pair; higher is more relevant."""
+        ...
+
+
+def rerank(
+    reranker: Reranker, query: str, results: Sequence[RetrievedChunk], batch_size: int = 32
+) -> list[RetrievedChunk]:
+    """Re-order results by a cross-encoder's score (stored as the new score; the old one is kept).
+
+    The previous score is kept in metadata as ``retrieval_score``.
+    """
+    if not results:
+        return []
+    pairs = [(query, r.text) for r in results]
+    scores = np.asarray(reranker.predict(pairs, batch_size=batch_size, show_progress_bar=False), dtype=np.float64)
+    if scores.shape[0] != len(results):
+        raise InputError(
+            f"The reranker returned {scores.shape[0]} scores for {len(results)} passages; pass a model whose "
+            "predict() scores each (query, passage) pair, such as a sentence_transformers.CrossEncoder."
+        )
+    order = np.argsort(-scores.reshape(len(results), -1)[:, 0], kind="stable")
+    out = []
+    for i in order:
+        r = results[int(i)]
+        meta = {**r.metadata, "retrieval_score": r.score}
+        out.append(RetrievedChunk(r.id, r.text, float(scores.reshape(len(results), -1)[int(i), 0]), meta))
+    return out
+
 
 #: What ``reranker=`` accepts: a name or folder, a ``(query, texts) -> scores`` callable, or an
 #: object with a CrossEncoder-like ``predict``.

@@ -5,7 +5,9 @@ Importing this package imports none of them; :func:`create_app` and :func:`run` 
 
 Modules: ``config`` (settings, no web imports), ``batcher`` (the queue and the model worker),
 ``service`` (model, index, reranker), ``auth`` (key and size gate), ``metrics`` (Prometheus),
-``schemas`` (request bodies), ``app`` (routes), ``runner`` (uvicorn with graceful shutdown).
+``schemas`` (request bodies), ``routes`` (the routes, one router per group), ``http_errors`` (error
+replies), ``timing`` (per-route metrics layer), ``app`` (assembles them), ``runner`` (uvicorn with
+graceful shutdown).
 """
 
 from __future__ import annotations

@@ -41,9 +41,8 @@ class ServeConfig:
         device: torch device (None: CUDA when available).
         backend: encoder backend (``torch``, ``onnx``, ``onnx-int8``).
         batch_size: texts per forward pass inside a coalesced batch (the batch is token-sorted first).
-            8, not the library's 32: with one text per request at concurrency 32 on the 2-core machine,
-            8 gave 1.35x the texts/s of 32 (benchmarks/results/serve-batchsize.json), and the encode
-            benchmark found batch 8 no slower than token-sorted 32 on an idle machine.
+            8, not the library's 32: with many one-text requests coalesced, smaller passes served more
+            texts/s, and were no slower on an idle machine (figures: benchmarks/README.md, 'Design figures').
         on_overflow: inputs longer than the window: ``truncate``, ``warn`` (truncate and log) or ``error`` (400).
         index: embedded Chroma folder for ``/v1/search`` and ``/v1/ingest`` (None with no ``chroma_url``:
             embeddings and rerank only).

@@ -96,6 +96,10 @@ class WorkerReranker:
 
 def load_reranker(spec: str, device: str | None) -> Any:
     """Load a cross-encoder by alias, hub id or folder (``m3e_rag.retrieve.rerank``), now rather than on first use."""
+    # Not a copy of m3e_rag.retrieve.rerank.load_reranker: it builds the reranker through that function and
+    # differs only in loading the weights at once. The library's loader is lazy (the model loads on the first
+    # predict); the server wants a missing or broken reranker to fail the start (and /health), not the first
+    # /v1/rerank request, and its first request not to pay the load.
     from m3e_rag.retrieve.rerank import load_reranker as _load
 
     reranker = _load(spec, device=device)

@@ -18,23 +18,24 @@ folds everything into a new snapshot: amortised O(1) per chunk. Layout::
 Crash safety: a snapshot is written to a temporary folder, fsynced, renamed, and only then named
 by ``CURRENT`` (``os.replace``); a record is valid only whole, with its checksum, so a writer
 killed mid-append leaves a torn last line that readers skip and the next writer truncates.
-Appends are not fsynced (a kill -9 loses nothing the kernel holds; an fsync cost 8-20 ms per write
-here, more than Chroma's own upsert of one record); after a power loss the folder may lack the last
-records, which the caller sees as a count or generation mismatch and catches up from the store.
+Appends are not fsynced (a kill -9 loses nothing the kernel holds; an fsync per write cost more than
+Chroma's own upsert of one record, figures: benchmarks/README.md, 'Design figures'); after a power loss
+the folder may lack the last records, which the caller sees as a count or generation mismatch and
+catches up from the store.
 Every record carries the store's *generation* (a counter in the Chroma collection's metadata,
 bumped before every write): a folder whose last generation differs from the store's is stale
 (a writer died between Chroma and the log, or another machine wrote to a Chroma server), and the
 caller catches it up from the store instead of trusting it.
+
+The snapshot half (its files, atomic writing, checked reading) is :mod:`m3e_rag.index.sparse.snapshot`;
+:func:`save_index` and :func:`load_index` write and read a plain :class:`SparseIndex` this way.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
-import shutil
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,62 +45,29 @@ from typing import Any
 import numpy as np
 
 from m3e_rag.errors import StoreError
-from m3e_rag.index.sparse.bm25 import (
-    FORMAT_VERSION,
-    TOKENIZER_VERSION,
-    SparseIndex,
-    nonempty_strings,
-    tokenize_for_bm25,
+from m3e_rag.index.sparse.bm25 import SparseIndex
+from m3e_rag.index.sparse.snapshot import (
+    LOG,
+    REBUILD,
+    current_snapshot,
+    json_bytes,
+    read_snapshot,
+    write_snapshot,
 )
+from m3e_rag.index.sparse.tokenize import tokenize_for_bm25
 
-__all__ = ["SparseFolder", "LOG_MIN_RECORDS", "LOG_SHARE"]
+__all__ = ["SparseFolder", "LOG_MIN_RECORDS", "LOG_SHARE", "load_index", "save_index"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_NAME = "m3e-rag/sparse-index"
 #: Fold the log into a new snapshot once it holds more chunk operations than this and more than
 #: :data:`LOG_SHARE` of the snapshot's chunks (so replaying it on open stays a fraction of loading).
 LOG_MIN_RECORDS = 5_000
 LOG_SHARE = 0.05
-_CURRENT = "CURRENT"
-_LOG = "log.jsonl"
-_SNAP = re.compile(r"snap-(\d{6,})")
-_REBUILD = "rebuild the sparse index from the collection's texts"
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _record_line(record: dict[str, Any]) -> bytes:
-    body = _json_bytes(record)
+    body = json_bytes(record)
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
 
@@ -113,7 +81,7 @@ class SparseFolder:
         folder: the folder.
         index: the in-memory index (the snapshot with the log replayed).
         generation: the store generation the folder's content matches, or None if unknown
-            (written by :meth:`SparseIndex.save`, or caught up while the store was moving).
+            (written by :func:`save_index`, or caught up while the store was moving).
 
     """
 
@@ -139,36 +107,9 @@ class SparseFolder:
 
         """
         folder = Path(folder)
-        snapshot = cls._current(folder)
-        snap = folder / snapshot
-        try:
-            meta = json.loads((snap / "meta.json").read_bytes())
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"cannot read the sparse index {snap} ({exc}); {_REBUILD}") from exc
-        cls._check_meta(meta, snap)
-        try:
-            ids_raw = (snap / "ids.json").read_bytes()
-            terms_raw = (snap / "terms.json").read_bytes()
-            if hashlib.sha256(ids_raw).hexdigest() != meta.get("ids_sha256") or \
-                    hashlib.sha256(terms_raw).hexdigest() != meta.get("terms_sha256"):
-                raise ValueError("ids.json or terms.json does not match its checksum")
-            ids, terms = json.loads(ids_raw), json.loads(terms_raw)
-            for name, value in (("ids", ids), ("terms", terms)):
-                if not isinstance(value, list) or not nonempty_strings(value):
-                    raise ValueError(f"{name} is not a list of non-empty strings")
-            arrays = {name: np.load(snap / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-                      for name in ("doc_len", "ptr", "pos", "tf")}
-            params = meta["bm25"]
-            index = SparseIndex.from_block(
-                {"ids": ids, "terms": terms, **arrays}, k1=params["k1"], b=params["b"], method=params["method"]
-            )
-            if len(index) != meta.get("count"):
-                raise ValueError("the number of ids differs from the count recorded")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"the sparse index {snap} is corrupt ({exc}); {_REBUILD}") from exc
-        except Exception as exc:  # InputError from bad parameters, numpy format errors
-            raise StoreError(f"the sparse index {snap} is unusable ({exc}); {_REBUILD}") from exc
-        self = cls(folder, index, snapshot, meta.get("generation"), 0, 0, writable)
+        snapshot = current_snapshot(folder)
+        index, generation = read_snapshot(folder / snapshot)
+        self = cls(folder, index, snapshot, generation, 0, 0, writable)
         self._replay()
         return self
 
@@ -178,36 +119,6 @@ class SparseFolder:
         index = index if index is not None else SparseIndex()
         cls.write_snapshot(Path(folder), index, generation=generation)
         return cls.open(Path(folder))
-
-    @staticmethod
-    def _current(folder: Path) -> str:
-        try:
-            current = json.loads((folder / _CURRENT).read_bytes())
-        except FileNotFoundError as exc:
-            raise StoreError(f"there is no sparse index in {folder}; {_REBUILD}") from exc
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"cannot read {folder / _CURRENT} ({exc}); {_REBUILD}") from exc
-        if not isinstance(current, dict) or current.get("format") != FORMAT_NAME:
-            raise StoreError(f"{folder} is not an m3e-rag sparse index; {_REBUILD}")
-        snapshot = current.get("snapshot")
-        if not isinstance(snapshot, str) or not _SNAP.fullmatch(snapshot):
-            raise StoreError(f"{folder / _CURRENT} names no snapshot; {_REBUILD}")
-        return snapshot
-
-    @staticmethod
-    def _check_meta(meta: Any, snap: Path) -> None:
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise StoreError(f"{snap} is not an m3e-rag sparse index; {_REBUILD}")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise StoreError(
-                f"{snap} has sparse index format {meta.get('format_version')!r}, this version reads "
-                f"{FORMAT_VERSION}; {_REBUILD}"
-            )
-        if meta.get("tokenizer_version") != TOKENIZER_VERSION:
-            raise StoreError(
-                f"{snap} was tokenized by {meta.get('tokenizer_version')!r}, this version tokenizes "
-                f"with {TOKENIZER_VERSION!r}; {_REBUILD}"
-            )
 
     # ------------------------------------------------------------------ the log
     def _records(self, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -230,13 +141,13 @@ class SparseFolder:
                     return  # the last line: a torn write, treated like a partial one
                 raise StoreError(
                     f"the sparse index log {self._log_path()} is damaged at byte {self._offset + start} ({exc}); "
-                    f"{_REBUILD}"
+                    f"{REBUILD}"
                 ) from exc
             yield end + 1, record
             start = end + 1
 
     def _log_path(self, snapshot: str | None = None) -> Path:
-        return self.folder / (snapshot or self._snapshot) / _LOG
+        return self.folder / (snapshot or self._snapshot) / LOG
 
     def _replay(self) -> bool:
         """Apply the records appended since the last replay; True if any were applied."""
@@ -255,7 +166,7 @@ class SparseFolder:
                 good = end
                 applied = True
         except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"the sparse index log {path} holds a bad record ({exc}); {_REBUILD}") from exc
+            raise StoreError(f"the sparse index log {path} holds a bad record ({exc}); {REBUILD}") from exc
         self._offset += good
         if self._writable and good < len(data):  # drop a torn tail so the next append starts clean
             with open(path, "r+b") as handle:
@@ -323,7 +234,7 @@ class SparseFolder:
 
         """
         try:
-            snapshot = self._current(self.folder)
+            snapshot = current_snapshot(self.folder)
         except StoreError:
             snapshot = self._snapshot
         if snapshot != self._snapshot or not self._log_path().parent.is_dir():
@@ -361,47 +272,40 @@ class SparseFolder:
             StoreError: if the folder cannot be written.
 
         """
-        import jieba
+        return write_snapshot(folder, index, generation)
 
-        folder = Path(folder)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            existing = [int(m.group(1)) for p in folder.iterdir() if (m := _SNAP.fullmatch(p.name))]
-            name = f"snap-{max(existing, default=0) + 1:06d}"
-            tmp = folder / f".tmp-{name}-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            block = index.block()
-            ids_raw, terms_raw = _json_bytes(block["ids"]), _json_bytes(block["terms"])
-            _write_file(tmp / "ids.json", ids_raw)
-            _write_file(tmp / "terms.json", terms_raw)
-            for field in ("doc_len", "ptr", "pos", "tf"):
-                _save_npy(tmp / f"{field}.npy", block[field])
-            _write_file(tmp / _LOG, b"")
-            meta = {
-                "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "tokenizer_version": TOKENIZER_VERSION,
-                "bm25": {"method": index.method, "k1": index.k1, "b": index.b},
-                "count": len(block["ids"]),
-                "fingerprint": index.fingerprint,
-                "generation": generation,
-                "ids_sha256": hashlib.sha256(ids_raw).hexdigest(),
-                "terms_sha256": hashlib.sha256(terms_raw).hexdigest(),
-                "written_by": {"jieba": jieba.__version__},
-            }
-            _write_file(tmp / "meta.json", _json_bytes(meta))
-            _fsync_dir(tmp)
-            os.replace(tmp, folder / name)
-            _fsync_dir(folder)
-            current_tmp = folder / f".{_CURRENT}.{os.getpid()}.tmp"
-            _write_file(current_tmp, _json_bytes({"format": FORMAT_NAME, "snapshot": name}))
-            os.replace(current_tmp, folder / _CURRENT)
-            _fsync_dir(folder)
-        except OSError as exc:
-            raise StoreError(f"cannot write the sparse index to {folder}: {exc}; check the folder and disk") from exc
-        for old in folder.iterdir():  # older snapshots and temp folders of killed writers
-            if old.name != name and (_SNAP.fullmatch(old.name) or old.name.startswith(".tmp-snap-")):
-                shutil.rmtree(old, ignore_errors=True)
-        return name
 
+def save_index(index: SparseIndex, path: Path) -> None:
+    """Write an index as a snapshot folder, atomically (see the module docstring).
+
+    The folder holds the format and tokenizer versions, the BM25 parameters, the
+    :attr:`~m3e_rag.index.sparse.bm25.SparseIndex.fingerprint`, the term table, the ids and the
+    postings as ``.npy`` arrays, and an (empty) append-only log. Writing again replaces the snapshot;
+    readers never see a half one.
+
+    Args:
+        index: the index to write.
+        path: the folder to write (created if missing).
+
+    Raises:
+        StoreError: if the folder cannot be written.
+
+    """
+    SparseFolder.write_snapshot(Path(path), index, generation=None)
+
+
+def load_index(path: Path) -> SparseIndex:
+    """Read an index written by :func:`save_index` (or kept by :class:`SparseFolder`).
+
+    Args:
+        path: the folder to read.
+
+    Returns:
+        The index, with the BM25 parameters it was saved with and the log replayed.
+
+    Raises:
+        StoreError: if the folder is missing, unreadable, corrupt, or written by another format
+            or tokenizer version; in every case rebuild the index from the collection's texts.
+
+    """
+    return SparseFolder.open(Path(path), writable=False).index

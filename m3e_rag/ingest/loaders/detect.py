@@ -19,6 +19,7 @@ import codecs
 import re
 from functools import lru_cache
 
+from m3e_rag.encode.inputs import SURROGATE_RE
 from m3e_rag.errors import InputError
 from m3e_rag.ingest.loaders._common import _Skip
 
@@ -235,10 +236,7 @@ def _decode(data: bytes, declared: str | None = None) -> tuple[str, str, int]:
 
 def _strip_surrogates(text: str) -> str:
     """Replace lone surrogates (a UTF-16 file with a broken pair) by U+FFFD."""
-    return text.encode("utf-8", "replace").decode("utf-8") if _SURROGATE.search(text) else text
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
+    return text.encode("utf-8", "replace").decode("utf-8") if SURROGATE_RE.search(text) else text
 
 
 def _checked(text: str) -> str:

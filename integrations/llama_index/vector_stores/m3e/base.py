@@ -38,7 +38,8 @@ from m3e_rag.encode.encoder import Backend, M3EEncoder
 from m3e_rag.errors import InputError, refuse_unknown
 from m3e_rag.index.chroma import DEFAULT_COLLECTION, read_index_model
 from m3e_rag.pipeline import RAGPipeline
-from m3e_rag.retrieve.modes import HybridWeights, SearchMode
+from m3e_rag.retrieve.fusion import HybridWeights
+from m3e_rag.retrieve.modes import SearchMode
 from m3e_rag.types import RetrievedChunk
 
 from .filters import combine_where, to_chroma_filters
@@ -79,6 +80,42 @@ def _ref_where(ref_doc_ids: Sequence[str]) -> dict[str, Any]:
     """Records of these documents: LlamaIndex writes ``doc_id``, ``m3e-rag ingest`` writes ``source``."""
     ids = [str(i) for i in ref_doc_ids]
     return {"$or": [{"doc_id": {"$in": ids}}, {"source": {"$in": ids}}]}
+
+
+def _open_pipeline(
+    folder: str | Path | None,
+    chroma_url: str | None,
+    collection: str,
+    model_name: str | None,
+    embed_model: Any,
+    device: str | None,
+    backend: Backend | None,
+    connection: dict[str, Any],
+) -> RAGPipeline:
+    """The store's own pipeline: the embed_model's encoder, else one for the index's recorded model."""
+    encoder: M3EEncoder | None = None
+    if embed_model is not None:
+        encoder = getattr(embed_model, "encoder", None)
+        if not isinstance(encoder, M3EEncoder):
+            raise InputError(
+                f"embed_model must be an M3EEmbedding (its encoder is shared with the store), got "
+                f"{type(embed_model).__name__}; the index holds M3E vectors only."
+            )
+        if model_name is not None and model_name != encoder.model_name:
+            raise InputError(
+                f"M3EVectorStore got model_name={model_name!r} and an embed_model of {encoder.model_name!r}; "
+                "give one."
+            )
+        if device is not None or backend is not None:
+            raise InputError("M3EVectorStore: device=/backend= belong to the embed_model you passed; set them "
+                             "there.")
+    if encoder is None and model_name is None and connection["client"] is None:
+        recorded = read_index_model(None if chroma_url else folder, chroma_url, collection)
+        model_name = recorded[0] if recorded else None
+    if encoder is None:
+        encoder = M3EEncoder(model_name, device=device, backend=backend or "torch")
+    return RAGPipeline(folder or ".m3e_index", chroma_url=chroma_url, collection=collection, encoder=encoder,
+                       **{k: v for k, v in connection.items() if v})
 
 
 class M3EVectorStore(BasePydanticVectorStore):
@@ -169,8 +206,8 @@ class M3EVectorStore(BasePydanticVectorStore):
                 "server) or pipeline=RAGPipeline(...)."
             )
         else:
-            pipeline = self._open(folder, chroma_url, collection_name or DEFAULT_COLLECTION, model_name, embed_model,
-                                  device, backend, {"headers": headers, "client": client})
+            pipeline = _open_pipeline(folder, chroma_url, collection_name or DEFAULT_COLLECTION, model_name,
+                                      embed_model, device, backend, {"headers": headers, "client": client})
         fields: dict[str, Any] = {
             "persist_dir": None if pipeline.chroma_url else str(pipeline.index_path),
             "collection_name": pipeline.collection,
@@ -179,41 +216,6 @@ class M3EVectorStore(BasePydanticVectorStore):
         }
         super().__init__(**fields)
         self._pipeline = pipeline
-
-    @staticmethod
-    def _open(
-        folder: str | Path | None,
-        chroma_url: str | None,
-        collection: str,
-        model_name: str | None,
-        embed_model: Any,
-        device: str | None,
-        backend: Backend | None,
-        connection: dict[str, Any],
-    ) -> RAGPipeline:
-        encoder: M3EEncoder | None = None
-        if embed_model is not None:
-            encoder = getattr(embed_model, "encoder", None)
-            if not isinstance(encoder, M3EEncoder):
-                raise InputError(
-                    f"embed_model must be an M3EEmbedding (its encoder is shared with the store), got "
-                    f"{type(embed_model).__name__}; the index holds M3E vectors only."
-                )
-            if model_name is not None and model_name != encoder.model_name:
-                raise InputError(
-                    f"M3EVectorStore got model_name={model_name!r} and an embed_model of {encoder.model_name!r}; "
-                    "give one."
-                )
-            if device is not None or backend is not None:
-                raise InputError("M3EVectorStore: device=/backend= belong to the embed_model you passed; set them "
-                                 "there.")
-        if encoder is None and model_name is None and connection["client"] is None:
-            recorded = read_index_model(None if chroma_url else folder, chroma_url, collection)
-            model_name = recorded[0] if recorded else None
-        if encoder is None:
-            encoder = M3EEncoder(model_name, device=device, backend=backend or "torch")
-        return RAGPipeline(folder or ".m3e_index", chroma_url=chroma_url, collection=collection, encoder=encoder,
-                           **{k: v for k, v in connection.items() if v})
 
     @classmethod
     def class_name(cls) -> str:

@@ -1,0 +1,231 @@
+"""The index one pipeline works on: its Chroma store and BM25 side, opened lazily, written under their locks.
+
+:class:`IndexHandle` opens the store (and builds the chunker whose settings the store guards) on
+first use, opens the BM25 side beside it and keeps both in step with other processes: a write holds
+the locks and bumps the store's generation (:meth:`IndexHandle.writing`), a search first catches up
+with other writers (:meth:`IndexHandle.sync`). It lives with ingest because writing is what it is
+for; searches read through it as well, as :class:`m3e_rag.retrieve.searcher.IndexReader` describes,
+wired by :class:`m3e_rag.RAGPipeline` (the two layers do not import each other).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.index.chroma import DEFAULT_COLLECTION, ChromaStore
+from m3e_rag.index.sparse.bm25 import SparseIndex
+from m3e_rag.index.sparse.sync import SPARSE_DIR, SparseSide, server_cache_folder
+from m3e_rag.ingest.chunking import Chunker
+
+__all__ = ["IndexHandle"]
+
+logger = logging.getLogger(__name__)
+
+
+class IndexHandle:
+    """The Chroma store, its BM25 side and the chunker of one pipeline, opened on first use.
+
+    Args:
+        index_path: folder of the embedded Chroma database (and of the BM25 side).
+        chroma_url: address of a Chroma server instead of the folder, or None.
+        collection: Chroma collection name.
+        encoder: the pipeline's encoder (its model loads when the chunker or the store is first needed).
+        chunk_tokens: chunk budget in model tokens.
+        overlap_tokens: overlap between consecutive chunks, in tokens.
+        use_sparse: keep a BM25 index beside the store.
+        client, settings, headers, collection_metadata: LangChain Chroma's connection options (see below).
+    """
+
+    def __init__(
+        self,
+        index_path: Path,
+        chroma_url: str | None,
+        collection: str,
+        encoder: M3EEncoder,
+        chunk_tokens: int,
+        overlap_tokens: int,
+        use_sparse: bool,
+        *,
+        client: Any = None,
+        settings: Any = None,
+        headers: Mapping[str, str] | None = None,
+        collection_metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.index_path = index_path
+        self.chroma_url = chroma_url
+        # LangChain Chroma's connection options: a ready chromadb client (then the BM25 side lives in
+        # memory, rebuilt from the store on open), chromadb Settings, server headers, collection metadata.
+        self._chroma_options: dict[str, Any] = {
+            "client": client,
+            "settings": settings,
+            "headers": headers,
+            "collection_metadata": collection_metadata,
+        }
+        self.collection = collection
+        self.encoder = encoder
+        self.chunk_tokens = chunk_tokens
+        self.overlap_tokens = overlap_tokens
+        self.use_sparse = use_sparse
+        self._store: ChromaStore | None = None
+        self._chunker: Chunker | None = None
+        self._sparse: SparseIndex | None = None
+        self._sparse_side: SparseSide | None = None
+        self._write_generation = 0
+        self._lock = threading.RLock()
+
+    @property
+    def sparse_side(self) -> SparseSide | None:
+        """The BM25 side once opened (None before the first search or write that needs it)."""
+        return self._sparse_side
+
+    @property
+    def chunker(self) -> Chunker:
+        """The chunker, budgeted with the model's own tokenizer (loads the model on first use)."""
+        if self._chunker is None:
+            prompt_tokens = 0
+            if self.encoder.document_prompt:
+                prompt_tokens = self.encoder.count_tokens([self.encoder.document_prompt])[0] - 2
+            room = self.encoder.max_seq_length - 2 - max(0, prompt_tokens)
+            if self.chunk_tokens > room:
+                logger.info("chunk_tokens=%d exceeds the model's room of %d tokens; using %d",
+                            self.chunk_tokens, room, room)
+            self._chunker = Chunker(
+                self.encoder.tokenizer, max_tokens=min(self.chunk_tokens, room), overlap_tokens=self.overlap_tokens
+            )
+        return self._chunker
+
+    @property
+    def store(self) -> ChromaStore:
+        """The Chroma store, opened (and its model checked) on first use."""
+        if self._store is None:
+            self._store = ChromaStore(
+                None if self.chroma_url else self.index_path,
+                url=self.chroma_url,
+                collection=self.collection,
+                model_id=self.encoder.model_name,
+                dim=self.encoder.dim,
+                normalize=self.encoder.normalize,
+                chunker=self.chunker.settings(),
+                **self._chroma_options,
+            )
+        return self._store
+
+    def sparse_path(self) -> Path | None:
+        """Folder of the BM25 side: beside an embedded index, or a local cache for a Chroma server."""
+        if self._chroma_options["client"] is not None:
+            return None  # a caller's client: no stable key to cache under; kept in memory
+        if self.chroma_url is not None:
+            return server_cache_folder(self.chroma_url, self.collection, self.store.collection_id)
+        # One folder per collection (the default keeps the plain name).
+        name = SPARSE_DIR if self.collection == DEFAULT_COLLECTION else f"{SPARSE_DIR}-{self.collection}"
+        return self.index_path / name
+
+    @property
+    def sparse_index(self) -> SparseIndex:
+        """The BM25 index, loaded and checked against the store (caught up from it when stale)."""
+        with self._lock:
+            if self._sparse is None or self._sparse_side is None:
+                self._sparse = self._open_sparse()
+            return self._sparse
+
+    def _open_sparse(self) -> SparseIndex:
+        side = SparseSide(self.store, self.sparse_path())
+        with side.locked():
+            self.store.refresh_if_moved()
+            index = side.open()
+        self._sparse_side = side
+        return index
+
+    def sync(self) -> None:
+        """See other processes' writes: one metadata read; reconnect and catch up only if it moved.
+
+        A long-lived pipeline calls this before every search, so its dense results (Chroma's
+        in-memory HNSW) and BM25 results follow another process's writes.
+        """
+        store = self.store
+        side = self._sparse_side if self.use_sparse else None
+        if store.generation() == store.seen_generation and (side is None or side.generation == store.seen_generation):
+            return
+        with self._lock:
+            if side is None:
+                with store.write_lock():
+                    store.refresh_if_moved()
+                return
+            with side.locked():
+                store.refresh_if_moved()
+                side.sync()
+                self._sparse = side.index
+
+    @contextmanager
+    def writing(self) -> Iterator[int]:
+        """Hold the write locks, catch up with other writers, bump the store's generation; yield it.
+
+        The bump comes before the records change, so a writer killed midway leaves the generation
+        ahead of the BM25 log: the next opener sees it and catches up instead of trusting the log.
+        """
+        store = self.store
+        with self._lock, ExitStack() as stack:
+            side = None
+            if self.use_sparse:
+                self.sparse_index  # noqa: B018 - opens (and catches up) the BM25 side first
+                side = self._sparse_side
+            stack.enter_context(side.locked() if side is not None else store.write_lock())
+            store.refresh_if_moved()
+            if side is not None:
+                side.sync()
+                self._sparse = side.index
+            generation = store.bump_generation()
+            self._write_generation = generation
+            yield generation
+            if side is not None:
+                side.mark(generation)  # a write that touched no BM25 entry still moved the store
+                side.maybe_compact()
+
+    def sparse_upsert(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        """Mirror an upsert in the BM25 side (inside :meth:`writing`)."""
+        if self.use_sparse and self._sparse_side is not None and ids:
+            self._sparse_side.upsert(ids, texts, self._write_generation)
+
+    def sparse_delete(self, ids: Sequence[str]) -> None:
+        """Mirror a delete in the BM25 side (inside :meth:`writing`)."""
+        if self.use_sparse and self._sparse_side is not None and ids:
+            self._sparse_side.delete(ids, self._write_generation)
+
+    def save_sparse(self) -> None:
+        """Fold the BM25 log into a new snapshot if it has grown past its share (writes are logged as made)."""
+        if self._sparse_side is not None:
+            self._sparse_side.maybe_compact()
+
+    def stats(self) -> dict[str, Any]:
+        """Model, dimension, chunk and source counts, and where the index lives."""
+        desc = self.store.describe()
+        sources = self.store.sources()
+        return {
+            "model": desc["model"],
+            "dim": desc["dim"],
+            "chunks": self.store.count(),
+            "sources": len(sources),
+            "chunker": desc["chunker"],
+            "collection": desc["collection"],
+            "location": desc["location"],
+        }
+
+    def drop(self) -> None:
+        """Delete the collection itself (records, vectors, model guard) and the BM25 index beside it.
+
+        The next use creates a new, empty collection.
+        """
+        path = self.sparse_path()
+        self.store.drop()
+        if path is not None and path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        self._store = None
+        self._sparse = None
+        self._sparse_side = None

@@ -1,0 +1,234 @@
+"""One ingest, end to end: inputs in, chunks embedded and stored step by step, an :class:`IngestReport` out.
+
+:class:`Ingestor` does what :meth:`m3e_rag.RAGPipeline.ingest` documents: it gathers the inputs
+(files and folders through a :class:`~m3e_rag.ingest.loaders.FileLoader`, in-memory texts and
+framework Documents), drives an :class:`~m3e_rag.ingest.run.IngestRun` over them with Ctrl-C
+deferred to the end of a step, and commits each step to the index
+(:class:`~m3e_rag.ingest.index_handle.IndexHandle`) under its write lock: chunks already stored are
+kept (their metadata refreshed when it changed), new ones embedded and stored, and the stale
+chunks of the sources the step finishes deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.errors import InputError
+from m3e_rag.index.chroma import StoreRecord
+from m3e_rag.ingest.index_handle import IndexHandle
+from m3e_rag.ingest.loaders import DEFAULT_MAX_FILE_BYTES, FileLoader, SkippedFile, StreamedDocument, load_texts
+from m3e_rag.ingest.run import IngestInterrupted, IngestRun, sigint_deferred
+from m3e_rag.types import Chunk, Document, Metadata
+
+__all__ = ["Ingestor", "IngestReport", "INGEST_STEP_CHUNKS", "ProgressCallback", "chunk_metadata"]
+
+#: Chunks embedded and written per locked step of an ingest (bounds the work lost to a crash).
+INGEST_STEP_CHUNKS = 256
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did.
+
+    Attributes:
+        files_seen: files found under the given paths.
+        files_skipped: files not ingested, each with the reason.
+        documents: documents (files, pages, records or texts) loaded.
+        chunks_added: chunks newly embedded and stored.
+        chunks_unchanged: chunks already stored with the same content (not re-embedded).
+        chunks_removed: stale chunks of re-ingested sources that were deleted.
+        texts_embedded: texts sent to the model.
+        seconds: wall time of the ingest.
+        interrupted: Ctrl-C stopped the ingest after committing its current step (see
+            :class:`~m3e_rag.ingest.run.IngestInterrupted`); what is counted here was committed.
+        notes: files loaded with a caveat (invalid bytes replaced by U+FFFD), as {path, reason}.
+    """
+
+    files_seen: int = 0
+    files_skipped: list[SkippedFile] = field(default_factory=list)
+    documents: int = 0
+    chunks_added: int = 0
+    chunks_unchanged: int = 0
+    chunks_removed: int = 0
+    texts_embedded: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    notes: list[SkippedFile] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with the keys named above (skipped files as {path, reason})."""
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+def chunk_metadata(chunk: Chunk) -> Metadata:
+    """What is stored beside a chunk: its metadata (None values left out), source, span, index and size."""
+    meta: Metadata = {k: v for k, v in chunk.metadata.items() if v is not None}
+    meta.update(
+        source=chunk.source, start=chunk.start, end=chunk.end, chunk_index=chunk.index, n_tokens=chunk.n_tokens
+    )
+    return meta
+
+
+def _inputs(
+    paths: str | Path | Sequence[str | Path] | None,
+    texts: Sequence[str] | None,
+    documents: Sequence[Document | Any] | None,
+    sources: Sequence[str] | None,
+    metadatas: Sequence[Mapping[str, Any]] | None,
+    include: Sequence[str] | None,
+    exclude: Sequence[str] | None,
+    follow_symlinks: bool,
+    max_file_bytes: int | None,
+) -> tuple[list[Document], FileLoader | None]:
+    """The given texts and Documents, and a loader over ``paths`` (None without paths)."""
+    given: list[Document] = []
+    if texts is not None:
+        given.extend(load_texts(texts, sources=sources, metadatas=metadatas))
+    if documents is not None:
+        from m3e_rag.ingest.documents import coerce_documents  # LangChain / LlamaIndex Documents too
+
+        given.extend(coerce_documents(documents))
+    loader: FileLoader | None = None
+    if paths is not None:
+        path_list = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        loader = FileLoader(
+            path_list, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
+            max_file_bytes=max_file_bytes,
+        )
+    return given, loader
+
+
+class Ingestor:
+    """Runs the ingests of one pipeline into its index, embedding with its encoder.
+
+    Args:
+        index: the store, its BM25 side and the chunker (see :class:`~m3e_rag.ingest.index_handle.IndexHandle`).
+        encoder: the pipeline's encoder (its model loads on the first chunk).
+    """
+
+    def __init__(self, index: IndexHandle, encoder: M3EEncoder) -> None:
+        self._index = index
+        self._encoder = encoder
+
+    def ingest(
+        self,
+        paths: str | Path | Sequence[str | Path] | None = None,
+        *,
+        texts: Sequence[str] | None = None,
+        documents: Sequence[Document | Any] | None = None,
+        sources: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        progress: ProgressCallback | None = None,
+        follow_symlinks: bool = False,
+        max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
+    ) -> IngestReport:
+        """Load, chunk, embed and store; see :meth:`m3e_rag.RAGPipeline.ingest` for the arguments and errors."""
+        started = time.perf_counter()
+        report = IngestReport()
+        if paths is None and texts is None and documents is None:
+            raise InputError("ingest() needs paths, texts or documents.")
+        given, loader = _inputs(
+            paths, texts, documents, sources, metadatas, include, exclude, follow_symlinks, max_file_bytes
+        )
+
+        def stream() -> Iterator[tuple[Document | StreamedDocument, bool]]:
+            if loader is not None:
+                for doc in loader:
+                    yield doc, True
+            for doc in given:
+                yield doc, False
+
+        # Progress total: an estimate (the ingest streams), scaled by the share of input consumed.
+        given_chars = sum(len(d.text) for d in given)
+        input_size = (loader.estimate_bytes() if loader is not None and progress else 0) + given_chars
+
+        def on_step(done: int, known: int) -> None:
+            if progress:
+                consumed = (loader.bytes_done if loader is not None else 0) + run_chars_done()
+                estimate = round(done * input_size / consumed) if consumed else known
+                progress(done, max(known, estimate))
+
+        def run_chars_done() -> int:
+            return run.given_chars_done if run is not None else 0
+
+        def commit(pairs: list[tuple[str, Chunk]], finished: list[str], current: dict[str, set[str]]) -> None:
+            self._step(pairs, finished, current, report)
+
+        run: IngestRun | None = None
+        try:
+            with sigint_deferred() as flag:
+                run = IngestRun(self._index.chunker, commit, INGEST_STEP_CHUNKS, flag, on_step)
+                run.run(stream())
+        finally:
+            if loader is not None:
+                report.files_seen = loader.files_seen
+                report.files_skipped = list(loader.skipped)
+                report.notes = list(loader.notes)
+            report.seconds = time.perf_counter() - started
+            if run is not None:
+                report.files_skipped.extend(run.skipped)
+                report.documents = run.documents
+        assert run is not None
+        if progress:
+            progress(run.chunks_done, run.chunks_done)
+        if run.interrupted:
+            report.interrupted = True
+            raise IngestInterrupted(report)
+        return report
+
+    def _step(
+        self,
+        pairs: list[tuple[str, Chunk]],
+        finished: list[str],
+        current: Mapping[str, set[str]],
+        report: IngestReport,
+    ) -> None:
+        """Embed and store one step's (id, chunk) pairs; drop stale chunks of the sources it finishes.
+
+        ``finished`` sources were read to their end: their stored chunks whose id is not in
+        ``current[source]`` are stale. Existence is checked by id (cost O(step), not O(source)).
+        """
+        store = self._index.store
+        with self._index.writing():
+            existing = {r.id: r.metadata for r in store.get(ids=[cid for cid, _ in pairs], include_text=False)}
+            new: list[tuple[str, Chunk]] = []
+            changed_ids: list[str] = []
+            changed_meta: list[Metadata] = []
+            stale: list[str] = []
+            for cid, chunk in pairs:
+                if cid in existing:
+                    report.chunks_unchanged += 1
+                    meta = chunk_metadata(chunk)
+                    if any(existing[cid].get(k) != v for k, v in meta.items()):
+                        changed_ids.append(cid)
+                        changed_meta.append(meta)
+                else:
+                    new.append((cid, chunk))
+            for source in finished:
+                keep = current.get(source, set())
+                stale.extend(cid for cid in store.ids_of_source(source) if cid not in keep)
+            if new:
+                vectors = self._encoder.encode_documents([c.text for _, c in new])
+                report.texts_embedded += len(new)
+                store.upsert(
+                    [StoreRecord(cid, c.text, vectors[i], chunk_metadata(c)) for i, (cid, c) in enumerate(new)]
+                )
+                report.chunks_added += len(new)
+            if changed_ids:
+                store.update_metadata(changed_ids, changed_meta)
+            if stale:
+                store.delete(ids=stale)
+                report.chunks_removed += len(stale)
+            self._index.sparse_upsert([cid for cid, _ in new], [c.text for _, c in new])
+            self._index.sparse_delete(stale)
