@@ -8,6 +8,7 @@ naming the fix. pyproject.toml bounds the dependency to the same range.
 
 from __future__ import annotations
 
+import functools
 from importlib import metadata
 
 from m3e_rag.errors import StoreError
@@ -18,6 +19,7 @@ SUPPORTED_CHROMA = ((1, 5), (1, 6))
 """Lowest supported (major, minor), and the first one past the range."""
 
 
+@functools.lru_cache(maxsize=1)
 def chroma_version() -> str:
     """The installed chromadb's version ("not installed" when it is missing)."""
     try:

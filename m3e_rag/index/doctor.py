@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from m3e_rag.errors import IndexDamagedError, InputError, M3ERagError
+from m3e_rag.index.chroma_version import check_chroma_version
 from m3e_rag.index.guard import META_PREFIX
 from m3e_rag.index.integrity import (
     MANIFEST,
@@ -151,7 +152,12 @@ def _record_ids(folder: Path, coll_id: str) -> list[str]:
         conn.close()
 
 
-def _recorded_model(folder: Path, coll_id: str) -> tuple[str | None, int | None]:
+def _model_in_sqlite(folder: Path, coll_id: str) -> tuple[str | None, int | None]:
+    """The recorded (model, dim), read from sqlite itself: a damaged index may not open through Chroma.
+
+    ``read_index_model`` in :mod:`m3e_rag.index.chroma` answers the same question through Chroma, for healthy
+    indexes (the CLI's default model).
+    """
     conn = _ro(folder / SQLITE_FILE)
     try:
         rows = conn.execute(
@@ -175,7 +181,12 @@ def _add(report: DoctorReport, check: Check) -> Check:
 
 
 def diagnose(index: str | Path, collection: str = "m3e_rag") -> DoctorReport:
-    """Check an index folder without changing anything; see the module docstring for the checks."""
+    """Check an index folder without changing anything; see the module docstring for the checks.
+
+    Raises:
+        StoreError: when the installed chromadb's on-disk format is not the one these checks read.
+    """
+    check_chroma_version()
     folder = Path(index).expanduser().resolve()
     report = DoctorReport(str(folder), collection, True, [])
     counts: dict[str, int | None] = {"records": None, "hnsw_elements": None, "queued": None, "bm25": None}
@@ -198,7 +209,7 @@ def diagnose(index: str | Path, collection: str = "m3e_rag") -> DoctorReport:
         return report
     _add(report, Check("collection", True, f"{collection!r} (id {coll_id})"))
 
-    model, dim = _recorded_model(folder, coll_id)
+    model, dim = _model_in_sqlite(folder, coll_id)
     report.model = model
     if model is None or dim is None:
         _add(report, Check("model", False,
@@ -353,7 +364,7 @@ def repair(
         from filelock import FileLock
 
         coll_id = collection_id(folder, collection)
-        _, dim = _recorded_model(folder, str(coll_id))
+        _, dim = _model_in_sqlite(folder, str(coll_id))
         with FileLock(str(folder / ".m3e-rag-write.lock")):
             record_collection(folder, collection, str(coll_id), after.model, int(dim or 0))
         repaired.append(f"recorded {collection!r} in {MANIFEST}")

@@ -40,6 +40,7 @@ from typing import Any
 
 from m3e_rag.errors import IndexDamagedError
 from m3e_rag.index.boundary import doctor_hint
+from m3e_rag.index.chroma_version import check_chroma_version
 
 __all__ = [
     "MANIFEST",
@@ -175,6 +176,7 @@ def check_before_open(folder: Path, name: str) -> None:
     marks = _has_marks(folder)
     if not marks:
         return  # a fresh folder (or one from before the manifest): nothing to compare against
+    check_chroma_version()  # what follows reads Chroma's sqlite schema directly
     db = folder / SQLITE_FILE
     where = str(folder)
     try:
@@ -291,6 +293,7 @@ def check_after_open(folder: Path, coll_id: str, count: int, name: str) -> None:
     """Refuse a collection whose HNSW files cannot serve its records (see :class:`SegmentState`)."""
     if count <= 0:
         return
+    check_chroma_version()  # the HNSW header and sqlite segment rows are read directly
     try:
         state = segment_state(folder, coll_id)
     except sqlite3.Error as exc:

@@ -8,7 +8,7 @@ evaluating the filter here is far cheaper (figures: benchmarks/README.md, 'Desig
 Exactness over coverage: :func:`match_where` answers ``True`` or ``False`` only where Chroma's answer is
 certain, and ``None`` otherwise (a key the record lacks under ``$ne``/``$nin``, an int compared with a
 float, a bool with a number, list-valued metadata, ``$contains``, an operator it does not know); the
-caller then takes Chroma's own path. ``tests/test_where.py`` checks every certain answer against Chroma
+caller then takes Chroma's own path. ``tests/index/test_where.py`` checks every certain answer against Chroma
 itself on generated records and filters.
 """
 

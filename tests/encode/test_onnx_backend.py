@@ -23,7 +23,7 @@ from m3e_rag.errors import MissingExtraError
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 MIXED = [
     "大熊猫主要以竹子为食，每天要吃十几公斤。",

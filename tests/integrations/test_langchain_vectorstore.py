@@ -89,7 +89,7 @@ def test_hybrid_and_mmr(bilingual_store: M3EVectorStore) -> None:
 
 def test_ingest_files_through_the_store(tmp_path: Path, bilingual_model_path: Path) -> None:
     store = M3EVectorStore(M3EEmbeddings(model_name=str(bilingual_model_path)), index=tmp_path / "idx")
-    report = store.ingest(Path(__file__).resolve().parent.parent / "examples" / "data")
+    report = store.ingest(Path(__file__).resolve().parents[2] / "examples" / "data")
     assert report.chunks_added > 0 and report.files_skipped == []
     top = store.similarity_search("大熊猫吃什么？", k=1)[0]
     assert top.metadata["source"].endswith("giant_panda_gbk.txt") and "竹子" in top.page_content

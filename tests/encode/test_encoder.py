@@ -32,7 +32,7 @@ MIXED = [
 
 
 def test_registry_knows_dims_without_loading() -> None:
-    m3e = {k: v for k, v in MODELS.items() if v.family == "m3e"}  # BGE entries: tests/test_models_registry.py
+    m3e = {k: v for k, v in MODELS.items() if v.family == "m3e"}  # BGE entries: tests/encode/test_models_registry.py
     assert {k: v.dim for k, v in m3e.items()} == {"m3e-small": 512, "m3e-base": 768, "m3e-large": 1024}
     assert all(spec.max_tokens == 512 for spec in m3e.values())
     assert resolve_spec("moka-ai/M3E-BASE") is MODELS["m3e-base"]

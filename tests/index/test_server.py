@@ -15,7 +15,7 @@ from m3e_rag.errors import ModelMismatchError, StoreError
 
 pytestmark = pytest.mark.server
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "data"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
 
 
 def test_pipeline_on_a_chroma_server(chroma_server: str, bilingual_model_path: Path) -> None:

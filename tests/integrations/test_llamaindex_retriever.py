@@ -14,7 +14,7 @@ from llama_index.retrievers.m3e import M3ERetriever
 from m3e_rag import RAGPipeline
 from m3e_rag.errors import InputError
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "data"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ from m3e_rag import RAGPipeline
 from m3e_rag.errors import InputError, ModelMismatchError
 from m3e_rag.types import Document
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "data"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
 
 
 @pytest.fixture()

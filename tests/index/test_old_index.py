@@ -18,7 +18,7 @@ from m3e_rag import RAGPipeline
 from m3e_rag.cli import main as cli_main
 from tests.support import standins
 
-FIXTURE = Path(__file__).resolve().parent / "data" / "index-0.1.0"
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "index-0.1.0"
 MODEL_COPY = Path("/tmp/m3e-rag-old-index-model")
 DOCS = Path("/tmp/m3e-rag-old-index-docs")
 
@@ -58,5 +58,6 @@ def test_old_index_unchanged_files_embed_nothing_and_cli_reads_it(
     assert report.chunks_unchanged == 3
     assert cli_main(["info", "--index", str(old_index), "--collection", "old_index", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["count"] == 3 and info["model"] == str(MODEL_COPY)
-    assert cli_main(["doctor", "--index", str(old_index), "--json"]) == 0
+    assert info["chunks"] == 3 and info["sources"] == 3 and info["model"] == str(MODEL_COPY)
+    assert cli_main(["doctor", "--index", str(old_index), "--collection", "old_index", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["healthy"] is True

@@ -1,0 +1,1 @@
+"""Tests of the m3e-rag command line."""

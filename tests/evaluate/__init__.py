@@ -1,0 +1,1 @@
+"""Tests of m3e_rag.evaluate: retrieval evaluation, sentence pairs, model comparison."""

@@ -1,0 +1,1 @@
+"""Tests of the LangChain and LlamaIndex adapters, with the frameworks' own machinery."""
