@@ -7,11 +7,19 @@ found by the CLI, and folders written by ``m3e-rag ingest`` are queryable here (
 write lock, BM25 index and filters-before-ranking are the engine's.
 
 Query modes: ``default`` (M3E cosine), ``sparse`` and ``text_search`` (BM25 over jieba tokens),
-``hybrid`` (dense and BM25 fused per query), ``mmr`` (dense + maximal marginal relevance,
-``mmr_threshold`` is its lambda). Similarities follow the mode: cosine for default/mmr, BM25 score
-for sparse, the fused score for hybrid. ``alpha`` (hybrid only) sets the fusion weights for that
-query: ``dense=alpha, sparse=1-alpha`` (1 = vectors only, 0 = BM25 only), the pipeline's
-``HybridWeights`` otherwise.
+``hybrid`` (dense and BM25 fused per query), ``mmr`` (dense + maximal marginal relevance, with
+``ChromaVectorStore``'s ``mmr_threshold`` / ``mmr_prefetch_factor`` / ``mmr_prefetch_k``: see
+:mod:`llama_index.vector_stores.m3e.options`). ``alpha`` (hybrid only) sets the fusion weights for
+that query: ``dense=alpha, sparse=1-alpha`` (1 = vectors only, 0 = BM25 only), the pipeline's
+``HybridWeights`` otherwise. A query with filters but neither text nor vector returns the matching
+nodes unranked, as ``ChromaVectorStore`` does.
+
+Similarities follow the mode: cosine similarity for default/mmr, BM25 score for sparse, the fused
+score for hybrid; None for a filters-only query. ``ChromaVectorStore`` returns ``exp(-distance)``
+instead: ``exp(cosine - 1)`` on a cosine collection (0.135 to 1), ``exp(-squared L2)`` on Chroma's
+default L2 collection (``exp(2 * cosine - 2)`` for unit vectors). The ranking is the same; a
+``similarity_cutoff`` tuned on one store does not carry over: convert it (cosine = 1 + ln(s) on a
+cosine collection) or re-tune it.
 """
 
 from __future__ import annotations
@@ -39,11 +47,12 @@ from m3e_rag.errors import InputError, refuse_unknown
 from m3e_rag.index.chroma import DEFAULT_COLLECTION, read_index_model
 from m3e_rag.pipeline import RAGPipeline
 from m3e_rag.retrieve.fusion import HybridWeights
-from m3e_rag.retrieve.modes import SearchMode
+from m3e_rag.retrieve.modes import SearchMode, check_k
 from m3e_rag.types import RetrievedChunk
 
 from .filters import combine_where, to_chroma_filters
-from .nodes import node_to_record, records_to_nodes
+from .nodes import node_to_record, page_records, records_to_nodes
+from .options import QUERY_KWARGS, mmr_settings, refuse_ranking_options, refuse_unsupported_fields
 
 __all__ = ["M3EVectorStore"]
 
@@ -56,8 +65,6 @@ _MODES: dict[VectorStoreQueryMode, SearchMode] = {
     VectorStoreQueryMode.TEXT_SEARCH: "sparse",
     VectorStoreQueryMode.HYBRID: "hybrid",
 }
-#: ``query(**kwargs)`` names honoured (LlamaIndex passes ``vector_store_kwargs`` here).
-_QUERY_KWARGS = ("where", "where_document", "mmr_threshold", "mmr_prefetch_k", "fetch_k")
 _INIT_REFUSED = {
     "chroma_collection": "M3EVectorStore opens its own collection, guarded for one model (recorded model, "
     "cosine space, write lock); pass persist_dir= (or host=/port=) and collection_name= instead",
@@ -218,6 +225,36 @@ class M3EVectorStore(BasePydanticVectorStore):
         self._pipeline = pipeline
 
     @classmethod
+    def from_params(
+        cls,
+        collection_name: str,
+        host: str | None = None,
+        port: int | str | None = None,
+        ssl: bool = False,
+        headers: Mapping[str, str] | None = None,
+        persist_dir: str | Path | None = None,
+        collection_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> M3EVectorStore:
+        """``ChromaVectorStore.from_params``'s signature: a folder (``persist_dir``) or a server (``host``/``port``).
+
+        ``collection_kwargs`` may be empty only (m3e-rag creates the collection: cosine space, model
+        recorded); ``kwargs`` are this class's own (``embed_model=``, ``model_name=``...).
+        """
+        return cls(collection_name=collection_name, host=host, port=port, ssl=ssl, headers=headers,
+                   persist_dir=persist_dir, collection_kwargs=collection_kwargs, **kwargs)
+
+    @classmethod
+    def from_collection(cls, collection: Any) -> M3EVectorStore:
+        """Refused with the reason: ``ChromaVectorStore.from_collection`` wraps a collection as it is.
+
+        M3EVectorStore opens its own collection (cosine space, the model recorded and checked, the
+        write lock, the BM25 side); pass ``client=`` with ``collection_name=``, or ``persist_dir=``.
+        """
+        raise InputError(f"M3EVectorStore.from_collection() cannot wrap a Chroma collection as it is: "
+                         f"{_INIT_REFUSED['chroma_collection']} (or client=<its chromadb client>).")
+
+    @classmethod
     def class_name(cls) -> str:
         """Name used by LlamaIndex serialization."""
         return "M3EVectorStore"
@@ -306,23 +343,33 @@ class M3EVectorStore(BasePydanticVectorStore):
 
     # ------------------------------------------------------------------ reading
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """Top ``similarity_top_k`` nodes for ``query`` in its mode, filters applied before ranking."""
-        refuse_unknown("M3EVectorStore.query()", kwargs, _QUERY_KWARGS)
+        """Top ``similarity_top_k`` nodes for ``query`` in its mode, filters applied before ranking.
+
+        Without ``query_str`` and ``query_embedding`` (filters only, as auto-retrievers send), the
+        first ``similarity_top_k`` nodes matching the filters in storage order, with
+        ``similarities=None``: what ``ChromaVectorStore`` returns (``collection.get(where, limit)``).
+        MMR options: :mod:`llama_index.vector_stores.m3e.options`.
+        """
+        refuse_unknown("M3EVectorStore.query()", kwargs, QUERY_KWARGS)
         mode = _MODES.get(query.mode)
         if mode is None:
             raise InputError(
                 f"vector_store_query_mode={query.mode.value!r} is not supported by M3EVectorStore; use one of "
                 f"{', '.join(m.value for m in _MODES)}."
             )
+        refuse_unsupported_fields(query)
+        where, where_document = to_chroma_filters(query.filters)
+        where = combine_where(where, kwargs.get("where"), _ref_where(query.doc_ids) if query.doc_ids else None)
+        where_document = combine_where(where_document, kwargs.get("where_document"))
+        if not query.query_str and not query.query_embedding:
+            refuse_ranking_options(query, kwargs)
+            return self._matching(check_k(query.similarity_top_k, "similarity_top_k"), where, where_document)
+        return self._ranked(query, mode, where, where_document, kwargs)
+
+    def _ranked(self, query: VectorStoreQuery, mode: SearchMode, where: dict[str, Any] | None,
+                where_document: dict[str, Any] | None, kwargs: Mapping[str, Any]) -> VectorStoreQueryResult:
+        """The engine's search for a query with text and/or a vector."""
         mmr = query.mode == VectorStoreQueryMode.MMR
-        for name, reason in (
-            ("sparse_top_k", "both rankings fetch the same candidate depth; pass vector_store_kwargs={'fetch_k': N}"),
-            ("node_ids", "m3e-rag restricts searches by metadata, not by node id; use filters or doc_ids"),
-            ("output_fields", "every node comes back whole"),
-            ("embedding_field", "the index has one vector per node"),
-        ):
-            if getattr(query, name) not in (None, []):  # as_retriever() passes node_ids=[]: no restriction
-                raise InputError(f"M3EVectorStore.query() does not support {name}={getattr(query, name)!r}: {reason}.")
         k = query.similarity_top_k
         if query.hybrid_top_k is not None:
             if query.mode != VectorStoreQueryMode.HYBRID:
@@ -333,13 +380,8 @@ class M3EVectorStore(BasePydanticVectorStore):
             if query.mode != VectorStoreQueryMode.HYBRID:
                 raise InputError("alpha applies to vector_store_query_mode='hybrid' only.")
             weights = hybrid_weights_for_alpha(self._pipeline.hybrid_weights, query.alpha)
-        lambda_mult = query.mmr_threshold if query.mmr_threshold is not None else kwargs.get("mmr_threshold")
-        if lambda_mult is not None and not mmr:
-            raise InputError("mmr_threshold applies to vector_store_query_mode='mmr' only.")
-        fetch_k = kwargs.get("fetch_k", kwargs.get("mmr_prefetch_k", 20))
-        where, where_document = to_chroma_filters(query.filters)
-        where = combine_where(where, kwargs.get("where"), _ref_where(query.doc_ids) if query.doc_ids else None)
-        where_document = combine_where(where_document, kwargs.get("where_document"))
+        check_k(k, "hybrid_top_k" if query.hybrid_top_k is not None else "similarity_top_k")
+        lambda_mult, fetch_k = mmr_settings(query, k, kwargs)
         vector = query.query_embedding
         if vector is not None and len(vector) != self._pipeline.encoder.dim:
             raise InputError(
@@ -350,17 +392,24 @@ class M3EVectorStore(BasePydanticVectorStore):
         if query.query_str:
             results = self._pipeline.search(
                 query.query_str, k, where=where, where_document=where_document, mode=mode, mmr=mmr, fetch_k=fetch_k,
-                lambda_mult=0.5 if lambda_mult is None else float(lambda_mult),
-                query_vector=vector if (mode != "sparse" or mmr) else None, hybrid_weights=weights,
+                lambda_mult=lambda_mult, query_vector=vector if (mode != "sparse" or mmr) else None,
+                hybrid_weights=weights,
             )
         elif vector is not None and mode == "dense":
             results = self._pipeline.search_by_vector(
                 vector, k, where=where, where_document=where_document, mmr=mmr, fetch_k=fetch_k,
-                lambda_mult=0.5 if lambda_mult is None else float(lambda_mult),
+                lambda_mult=lambda_mult,
             )
         else:
             raise InputError(f"vector_store_query_mode={query.mode.value!r} needs query_str (the question text).")
         return self._result(results)
+
+    def _matching(self, limit: int, where: dict[str, Any] | None,
+                  where_document: dict[str, Any] | None) -> VectorStoreQueryResult:
+        """The first ``limit`` nodes matching the filters, in storage order (no query to rank by)."""
+        found = page_records(self._pipeline.store.page(where=where, where_document=where_document, limit=limit))
+        nodes = records_to_nodes(found, {r.id: dict(r.metadata) for r in found})
+        return VectorStoreQueryResult(nodes=nodes, similarities=None, ids=[r.id for r in found])
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Async :meth:`query` (in a worker thread)."""

@@ -16,7 +16,7 @@ relationship) is its ``source`` and whose span is its ``start`` / ``end``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_index.core.schema import BaseNode, MetadataMode, NodeRelationship, RelatedNodeInfo, TextNode
@@ -25,7 +25,8 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 from m3e_rag.errors import InputError
 from m3e_rag.types import RetrievedChunk
 
-__all__ = ["node_to_record", "record_to_node", "records_to_nodes", "BOOKKEEPING_KEYS", "NODE_CONTENT_KEY"]
+__all__ = ["node_to_record", "page_records", "record_to_node", "records_to_nodes", "BOOKKEEPING_KEYS",
+           "NODE_CONTENT_KEY"]
 
 NODE_CONTENT_KEY = "_node_content"
 #: m3e-rag's own bookkeeping keys: kept on nodes but out of the text an LLM or the embedder sees.
@@ -89,3 +90,11 @@ def record_to_node(record: RetrievedChunk, raw_metadata: dict[str, Any] | None =
 def records_to_nodes(results: Sequence[RetrievedChunk], raw: dict[str, dict[str, Any]]) -> list[TextNode]:
     """Nodes for search results, ``raw`` mapping id -> full stored metadata (private keys included)."""
     return [record_to_node(r, raw.get(r.id)) for r in results]
+
+
+def page_records(page: Mapping[str, Any]) -> list[RetrievedChunk]:
+    """Records of one page of Chroma's ``get`` (``ChromaStore.page``), full metadata kept (score 0.0)."""
+    ids = [str(i) for i in page["ids"]]
+    texts = page.get("documents") or [""] * len(ids)
+    metas = page.get("metadatas") or [None] * len(ids)
+    return [RetrievedChunk(i, t or "", 0.0, dict(m or {})) for i, t, m in zip(ids, texts, metas, strict=True)]
