@@ -8,6 +8,8 @@ shells themselves only forward to :class:`m3e_rag.RAGPipeline`. Unknown argument
 from __future__ import annotations
 
 import inspect
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -15,11 +17,22 @@ from langchain_core.embeddings import Embeddings
 
 from m3e_rag.errors import InputError
 from m3e_rag.index.chroma import DEFAULT_COLLECTION
+from m3e_rag.index.guard import user_metadata
 from m3e_rag.pipeline import RAGPipeline
+from m3e_rag.retrieve.searcher import check_threshold
 
 from .embeddings import M3EEmbeddings, check_kwargs
 
-__all__ = ["SEARCH_OPTIONS", "StoreLocation", "one_of", "resolve_store_args", "retriever_search_kwargs"]
+__all__ = [
+    "SEARCH_OPTIONS",
+    "StoreLocation",
+    "WriteStep",
+    "check_collection_metadata",
+    "one_of",
+    "resolve_store_args",
+    "retriever_search_kwargs",
+    "write_steps",
+]
 
 #: Extra keywords every text search accepts (besides k, filter, where_document).
 SEARCH_OPTIONS = ("mode", "fetch_k", "lambda_mult", "mmr", "reranker", "rerank_top_n")
@@ -35,7 +48,6 @@ _REFUSED_CHROMA = {
     "tenant": "only Chroma's default tenant is supported",
     "database": "only Chroma's default database is supported",
     "collection_configuration": "the collection is always created in cosine space by m3e-rag's model guard",
-    "create_collection_if_not_exists": "the collection is always created when missing (with its model guard)",
 }
 
 
@@ -79,13 +91,12 @@ def resolve_store_args(
     """
     for name, reason in _REFUSED_CHROMA.items():
         value = kwargs.pop(name, None)
-        harmless = value is None or (name == "create_collection_if_not_exists" and value is True)
-        if not harmless:
+        if value is not None:
             raise InputError(f"M3EVectorStore: {name}={value!r} is not supported: {reason}.")
     check_kwargs("M3EVectorStore", kwargs, _PIPELINE_OPTIONS + tuple(_REFUSED_CHROMA) + (
         "collection_name", "embedding_function", "persist_directory", "host", "port", "headers",
         "client_settings", "collection_metadata", "client", "relevance_score_fn", "ssl", "embedding", "index",
-        "chroma_url", "collection", "pipeline"))
+        "chroma_url", "collection", "pipeline", "create_collection_if_not_exists"))
     if isinstance(collection_name, Embeddings):  # the pre-Chroma signature: M3EVectorStore(embeddings, ...)
         embedding, collection_name = collection_name, DEFAULT_COLLECTION
     emb = one_of("embedding_function", embedding_function, "embedding", embedding)
@@ -129,4 +140,69 @@ def retriever_search_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     elif search_type == "similarity_score_threshold":
         allowed |= {"score_threshold"}
     check_kwargs(f"as_retriever(search_type={search_type!r}) search_kwargs", search_kwargs, allowed)
+    if search_kwargs.get("score_threshold") is not None:
+        check_threshold(search_kwargs["score_threshold"])  # NaN would make every search return nothing
     return search_kwargs
+
+
+def check_collection_metadata(metadata: Mapping[str, Any] | None) -> None:
+    """Refuse, at construction, collection metadata the index cannot honour (the engine checks it again on open).
+
+    ``hnsw:space`` other than ``cosine`` is refused with the reason and the way to Chroma's numbers:
+    m3e-rag's dense scores, hybrid fusion and relevance mapping are cosine, and on normalized vectors
+    l2 and ip rank exactly as cosine (Chroma's squared l2 distance is twice the cosine distance).
+    """
+    space = metadata.get("hnsw:space", "cosine") if isinstance(metadata, Mapping) else "cosine"
+    if space != "cosine":
+        raise InputError(
+            f"M3EVectorStore: collection_metadata={{'hnsw:space': {space!r}}} is refused: m3e-rag indexes are always "
+            "cosine space over normalized vectors (its dense scores, hybrid fusion and relevance scores are cosine). "
+            "On normalized vectors l2 and ip rank exactly as cosine (Chroma's l2 distance = 2 x the cosine distance): "
+            "drop the key; for Chroma's l2 relevance numbers pass relevance_score_fn=lambda d: 1 - math.sqrt(2) * d."
+        )
+    user_metadata(metadata)
+
+
+class WriteStep(NamedTuple):
+    """One write of ``add_texts``: texts with their metadatas and ids (None where not given)."""
+
+    texts: Sequence[str]
+    metadatas: Sequence[Mapping[str, Any] | None] | None
+    ids: Sequence[str | None] | None
+
+
+def write_steps(
+    texts: Iterable[str],
+    metadatas: Sequence[Mapping[str, Any] | None] | None,
+    ids: Sequence[str | None] | None,
+    batch_size: Any,
+) -> list[WriteStep]:
+    """The writes of one ``add_texts``/``add_documents`` call: the whole call, or steps of ``batch_size`` texts.
+
+    LangChain's indexing API passes ``batch_size``; each step is embedded and written on its own
+    (memory bounded by the step, each step atomic). A call split in steps is checked whole first (lists,
+    one metadata and one id per text, no id twice), so a mistake in a late step writes nothing.
+    """
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InputError(f"batch_size must be a positive integer (texts per write) or None, got {batch_size!r}.")
+    # A generator becomes a list; what is not a list of texts (a str, a dict, a number) goes to the engine as given,
+    # which refuses it by name.
+    listed = isinstance(texts, (str, bytes, Mapping, Sequence)) or not isinstance(texts, Iterable)
+    whole: Any = texts if listed else list(texts)
+    if batch_size is None or not isinstance(whole, Sequence) or isinstance(whole, (str, bytes)) or (
+        len(whole) <= batch_size
+    ):
+        return [WriteStep(whole, metadatas, ids)]  # one write: the engine checks it all before writing
+    for name, value in (("metadatas", metadatas), ("ids", ids)):
+        if value is not None and (isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence)):
+            raise InputError(f"{name} must be a list with one entry per text, got {type(value).__name__}.")
+        if value is not None and len(value) != len(whole):
+            raise InputError(f"Got {len(value)} {name} for {len(whole)} texts; give one per text.")
+    dupes = sorted(i for i, n in Counter(i for i in ids or [] if i is not None).items() if n > 1)
+    if dupes:
+        raise InputError(f"Duplicate ids in one call: {dupes[:5]}; ids must be unique.")
+    return [
+        WriteStep(whole[s : s + batch_size], None if metadatas is None else metadatas[s : s + batch_size],
+                  None if ids is None else ids[s : s + batch_size])
+        for s in range(0, len(whole), batch_size)
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from langchain_core.documents import Document
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
@@ -18,6 +19,7 @@ from langchain_core.vectorstores import VectorStore
 from m3e_rag.errors import InputError, StoreError
 from m3e_rag.pipeline import RAGPipeline
 from m3e_rag.retrieve.relevance import chroma_distances
+from m3e_rag.retrieve.searcher import check_threshold
 from m3e_rag.types import RetrievedChunk
 
 from ._args import SEARCH_OPTIONS, one_of
@@ -115,6 +117,44 @@ class StoreReads(VectorStore):
         """Top-``k`` Documents, best first (``mode=`` selects dense, sparse or hybrid)."""
         results = self._search(query, k, filter, where_document, dict(kwargs), "similarity_search")
         return [to_document(r) for r in results]
+
+    def similarity_search_with_vectors(
+        self,
+        query: str,
+        k: int = 4,
+        filter: dict[str, Any] | None = None,  # noqa: A002 - LangChain's name
+        where_document: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, np.ndarray]]:
+        """Top-``k`` Documents with their stored vectors, best first: ``langchain_chroma.Chroma``'s shape.
+
+        The ranking is :meth:`similarity_search`'s (same keywords, any ``mode``); each vector is the
+        record's stored embedding as a float32 array.
+        """
+        results = self._search(query, k, filter, where_document, dict(kwargs), "similarity_search_with_vectors")
+        rows = self._pipe.get_page([r.id for r in results], include_embeddings=True)
+        stored = {r.id: r.metadata["_embedding"] for r in rows}
+        return [(to_document(r), stored[r.id]) for r in results if r.id in stored]
+
+    def similarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """LangChain's method (relevance in [0, 1], best first); ``score_threshold`` must be a finite number.
+
+        LangChain compares each relevance with the threshold itself: a NaN threshold would silently
+        return nothing, so it is refused by name first.
+        """
+        if kwargs.get("score_threshold") is not None:
+            check_threshold(kwargs["score_threshold"])
+        return super().similarity_search_with_relevance_scores(query, k, **kwargs)
+
+    async def asimilarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """Async :meth:`similarity_search_with_relevance_scores` (the same threshold check)."""
+        if kwargs.get("score_threshold") is not None:
+            check_threshold(kwargs["score_threshold"])
+        return await super().asimilarity_search_with_relevance_scores(query, k, **kwargs)
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         """Relevance from the distances above: ``1 - distance`` clamped to [0, 1] (or ``relevance_score_fn``)."""

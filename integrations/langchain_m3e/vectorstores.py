@@ -24,9 +24,11 @@ from m3e_rag.errors import InputError
 from m3e_rag.index.chroma import DEFAULT_COLLECTION
 from m3e_rag.pipeline import IngestReport, RAGPipeline
 from m3e_rag.retrieve.modes import SearchMode
+from m3e_rag.retrieve.searcher import check_threshold
 
-from ._args import one_of, resolve_store_args, retriever_search_kwargs
+from ._args import check_collection_metadata, one_of, resolve_store_args, retriever_search_kwargs, write_steps
 from ._convert import to_document, to_m3e_documents
+from ._existing import require_collection
 from ._reading import StoreReads
 from .embeddings import M3EEmbeddings, check_kwargs
 
@@ -41,7 +43,8 @@ class M3EVectorStore(StoreReads):
     - ``collection_name``, ``embedding_function`` (an :class:`M3EEmbeddings`), ``persist_directory``
       (also ``index=``), ``host``/``port``/``ssl``/``headers`` (a Chroma server, with auth headers;
       also ``chroma_url=``), ``client`` (a ready chromadb client), ``client_settings``,
-      ``collection_metadata``, ``relevance_score_fn``;
+      ``collection_metadata`` (``hnsw:space`` only ``cosine``: see below), ``relevance_score_fn``,
+      ``create_collection_if_not_exists`` (False: the collection must exist, else StoreError at construction);
     - m3e-rag's own: ``pipeline=`` (an existing :class:`RAGPipeline`) and RAGPipeline options
       (``chunk_tokens``, ``overlap_tokens``, ``sparse``, ``hybrid_weights``, ``reranker``).
 
@@ -62,7 +65,14 @@ class M3EVectorStore(StoreReads):
     ``mode="dense"|"sparse"|"hybrid"`` (and ``where_document``) work on every search method; see
     :mod:`m3e_rag.retrieve.relevance` for how each mode maps to relevance. Differences from Chroma, on purpose:
     metadatas must be one per text (Chroma pads a short list with ``{}``); nested metadata raises
-    :class:`~m3e_rag.errors.InputError` naming the key (as Chroma raises); only M3EEmbeddings are accepted.
+    :class:`~m3e_rag.errors.InputError` naming the key (as Chroma raises), and so do NaN and infinite
+    values (Chroma stores them as None); only M3EEmbeddings are accepted; ``collection_metadata``
+    ``{"hnsw:space": "l2"}`` (or ``"ip"``) is refused: the index is cosine space over normalized
+    vectors, where l2 and ip rank exactly as cosine (pass ``relevance_score_fn=lambda d: 1 - math.sqrt(2) * d``
+    for Chroma's l2 relevance numbers).
+
+    LangChain's indexing API (``langchain_core.indexing.index`` / ``aindex``, every cleanup mode)
+    works on it: the ``ids`` and ``batch_size`` it passes to ``add_documents`` are honoured.
 
     Example:
         .. code-block:: python
@@ -93,8 +103,13 @@ class M3EVectorStore(StoreReads):
         chroma_url: str | None = None,
         collection: str | None = None,
         pipeline: RAGPipeline | None = None,
+        create_collection_if_not_exists: bool = True,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(create_collection_if_not_exists, bool):
+            raise InputError(
+                f"create_collection_if_not_exists must be True or False, got {create_collection_if_not_exists!r}."
+            )
         emb, name, folder, url, given = resolve_store_args(
             kwargs, collection_name, embedding_function, persist_directory, host, port, headers, client,
             ssl=ssl, embedding=embedding, index=index, chroma_url=chroma_url, collection=collection,
@@ -103,16 +118,22 @@ class M3EVectorStore(StoreReads):
         self.override_relevance_score_fn = relevance_score_fn
         self._deleted = False
         if pipeline is not None:
-            if given or kwargs or client_settings is not None or collection_metadata is not None:
+            if given or kwargs or client_settings is not None or collection_metadata is not None or (
+                not create_collection_if_not_exists
+            ):
                 raise InputError("M3EVectorStore: with pipeline=, give no other location or pipeline option.")
             self.pipeline = pipeline
             return
+        check_collection_metadata(collection_metadata)
         if not given:  # like Chroma: no location means an in-memory (ephemeral) client
             import chromadb
             from chromadb.config import Settings
 
             client = chromadb.EphemeralClient(settings=client_settings or Settings(anonymized_telemetry=False))
             client_settings = None
+        if not create_collection_if_not_exists:
+            require_collection(name, folder if folder is not None else ".m3e_index", url, client, client_settings,
+                               headers)
         self.pipeline = RAGPipeline(
             folder if folder is not None else ".m3e_index",
             chroma_url=url,
@@ -138,15 +159,30 @@ class M3EVectorStore(StoreReads):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Embed and store texts (one record each, unchunked); returns their ids."""
-        check_kwargs("M3EVectorStore.add_texts", kwargs, ())
-        return self._pipe.add_texts(list(texts), metadatas, ids)
+        """Embed and store texts (one record each, unchunked); returns their ids.
+
+        ``batch_size=n`` stores them in steps of ``n`` texts, each embedded and written on its own.
+        """
+        check_kwargs("M3EVectorStore.add_texts", kwargs, ("batch_size",))
+        return self._write(texts, metadatas, ids, kwargs.get("batch_size"))
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        """Embed and store Documents; a Document's ``id`` is honoured (``ids=`` overrides it)."""
-        check_kwargs("M3EVectorStore.add_documents", kwargs, ("ids",))
+        """Embed and store Documents; a Document's ``id`` is honoured (``ids=`` overrides it).
+
+        ``batch_size=n`` (LangChain's indexing API passes it) stores them in steps of ``n`` Documents.
+        """
+        check_kwargs("M3EVectorStore.add_documents", kwargs, ("ids", "batch_size"))
         ids = kwargs.get("ids") or [doc.id for doc in documents]
-        return self._pipe.add_texts([doc.page_content for doc in documents], [doc.metadata for doc in documents], ids)
+        return self._write([doc.page_content for doc in documents], [doc.metadata for doc in documents], ids,
+                           kwargs.get("batch_size"))
+
+    def _write(self, texts: Iterable[str], metadatas: list[dict] | None, ids: Sequence[str | None] | None,
+               batch_size: Any) -> list[str]:
+        """Store the texts in the steps :func:`~langchain_m3e._args.write_steps` splits them into; all ids."""
+        out: list[str] = []
+        for step in write_steps(texts, metadatas, ids, batch_size):
+            out.extend(self._pipe.add_texts(step.texts, step.metadatas, step.ids))
+        return out
 
     def update_document(self, document_id: str, document: Document) -> None:
         """Replace one stored record (text, vector and metadata) by id."""
@@ -301,6 +337,8 @@ class M3ERetriever(BaseRetriever):
             if key in kwargs and kwargs[key] != value:
                 raise InputError(f"M3ERetriever: {key}={kwargs[key]!r} conflicts with search_kwargs[{key!r}].")
             kwargs[key] = value
+        if kwargs.get("score_threshold") is not None:
+            check_threshold(kwargs["score_threshold"])  # NaN would make every search return nothing
         super().__init__(**kwargs)
 
     def _get_relevant_documents(
