@@ -1,21 +1,26 @@
-"""Dynamic batching: concurrent requests share forward passes, run by one model worker thread.
+"""Dynamic batching: concurrent requests share forward passes, run by one model worker thread, in fair turns.
 
-Requests put their texts on a bounded queue and get a :class:`concurrent.futures.Future` back (the
+Requests put their texts in a bounded line and get a :class:`concurrent.futures.Future` back (the
 event loop awaits it through :func:`asyncio.wrap_future`, so the model never runs on the loop).
-One worker thread takes whole requests from the queue, up to ``max_batch_texts`` texts, counts
-their tokens once (for ``usage`` and the window check, attributed to each request's own input
-index), and hands the texts of every request taken to the encoder in one call: the encoder sorts
-them by token length and cuts token-budgeted forward passes, so short texts of many requests
-share a pass with little padding.
+One worker thread builds each batch of at most ``max_batch_texts`` texts from *every* request
+waiting, in equal shares, a large request being served over several batches
+(:mod:`m3e_rag.serve.fair`): a one-text request waits for about one batch, never behind whole
+large requests. It counts the batch's tokens once (for ``usage`` and the window check, attributed
+to each request's own input index) and hands the texts to the encoder in one call, which sorts them
+by token length and cuts token-budgeted forward passes.
+
+One request cannot hurt another: texts are checked before they are queued (empty, not a string,
+invalid Unicode: refused for that request only), and if a batch fails in the encoder its requests
+are retried one by one, so only the request that fails alone gets the error.
 
 Waiting: an idle worker that finds work waits up to ``max_wait_s`` for more, but only while some
 request is still *arriving* (announced by the HTTP layer, not yet queued); when every request in
-flight is already queued it starts at once, so a lone request pays no batching delay. Under load
-the queue fills while the worker computes, and the next batch is simply everything waiting.
+flight is already queued it starts at once, so a lone request pays no batching delay.
 
-Cancelling a request's future (a client that disconnected) removes its texts from the queue if the
-worker has not taken them yet. Other work (a reranker's ``predict``) runs on the same worker via
-:meth:`Batcher.submit_call`, so two models never compete for the same cores.
+Cancelling a request's future (a client that disconnected) drops its texts not yet handed to the
+worker: before it started, or at the next batch boundary. Other work (a reranker's ``predict``) runs
+on the same worker via :meth:`Batcher.submit_call`, taking its own turn, so two models never compete
+for the same cores.
 """
 
 from __future__ import annotations
@@ -23,21 +28,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
+from m3e_rag.encode.inputs import check_unicode
 from m3e_rag.errors import InputError, InputTooLongError, M3ERagError
+from m3e_rag.serve.fair import FairQueue, Job, Kind, Slice
 
 __all__ = ["Batcher", "EmbedResult", "QueueFullError", "BatcherClosedError", "Kind"]
 
 logger = logging.getLogger(__name__)
-
-Kind = Literal["document", "query"]
 
 
 class QueueFullError(M3ERagError):
@@ -72,21 +76,23 @@ class BatchObserver(Protocol):
         ...
 
 
-@dataclass(eq=False)
-class _Job:
-    future: Future[Any]
-    kind: Kind | Literal["call"]
-    texts: list[str] = field(default_factory=list)
-    call: Callable[[], Any] | None = None
-    queued_at: float = field(default_factory=time.monotonic)
-
-
 EmbedFn = Callable[[list[str], Kind], np.ndarray]
 CountFn = Callable[[list[str], Kind], list[int]]
 
 
+def _resolve(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Set a future's result or error, unless its request was cancelled meanwhile (then it is dropped)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass  # cancelled while its last slice ran: nobody waits for it
+
+
 class Batcher:
-    """A bounded queue and one worker thread that encodes coalesced batches.
+    """A bounded line of requests and one worker thread that encodes their texts in fair, coalesced batches.
 
     Args:
         embed: ``embed(texts, kind)`` returns the (len(texts), dim) float32 vectors (the encoder,
@@ -94,7 +100,8 @@ class Batcher:
         count: ``count(texts, kind)`` returns each text's token count as the model reads it.
         window: the model's token window.
         on_overflow: ``truncate``, ``warn`` or ``error`` for texts longer than ``window``.
-        max_batch_texts: most texts taken from the queue at once (a larger request is taken whole).
+        max_batch_texts: most texts per batch; a larger request is served over several batches,
+            sharing each with the other requests waiting.
         max_wait_s: longest wait for arriving requests before a batch starts.
         max_queue_texts: most texts waiting; :meth:`submit_texts` raises QueueFullError above it.
         observer: receives batch sizes, queue depth and cancellations (metrics).
@@ -120,8 +127,7 @@ class Batcher:
         self._max_wait = max_wait_s
         self._max_queue = max_queue_texts
         self._observer = observer
-        self._queue: deque[_Job] = deque()
-        self._queued_texts = 0
+        self._queue = FairQueue()
         self._arriving = 0
         self._closing = False
         self._cond = threading.Condition()
@@ -146,8 +152,13 @@ class Batcher:
 
     @property
     def queued_texts(self) -> int:
-        """Texts waiting for the worker."""
-        return self._queued_texts
+        """Texts waiting for the worker (not yet in a batch)."""
+        return self._queue.texts
+
+    @property
+    def max_batch_texts(self) -> int:
+        """Most texts per batch (callers that split their own work, such as reranks, use it as a slice size)."""
+        return self._max_batch
 
     # ------------------------------------------------------------- arrivals
     def announce(self) -> None:
@@ -168,7 +179,8 @@ class Batcher:
         """Queue one request's texts; the future resolves to an :class:`EmbedResult`.
 
         Args:
-            texts: non-empty strings (checked: an empty or non-string item raises InputError at once).
+            texts: non-empty strings of valid Unicode (checked here, before anything is queued: an
+                empty or non-string item, or a lone surrogate, raises InputError naming ``input[i]``).
             kind: ``document`` (the model's passage prompt) or ``query`` (its query prompt).
             block: wait for room instead of raising QueueFullError (for ingest, which must not fail).
             announced: the caller announced itself with :meth:`announce`; this submission ends that.
@@ -179,51 +191,56 @@ class Batcher:
         for i, text in enumerate(items):
             if not isinstance(text, str) or not text.strip():
                 raise InputError(f"input[{i}] is empty or not a string; every input must be a non-empty string.")
-        job = _Job(Future(), kind, texts=items)
-        self._put(job, len(items), block=block, announced=announced)
+            check_unicode(text, f"input[{i}]")  # the tokenizer would fail the whole batch on it
+        job = Job(Future(), kind, texts=items)
+        self._put(job, block=block, announced=announced)
         return job.future
 
     def submit_call(self, call: Callable[[], Any]) -> Future[Any]:
-        """Run ``call()`` on the model worker (between batches); the future holds its result."""
-        job = _Job(Future(), "call", call=call)
-        self._put(job, 1, block=True, announced=False)
+        """Run ``call()`` on the model worker (in its own turn, between batches); the future holds its result."""
+        job = Job(Future(), "call", call=call)
+        self._put(job, block=True, announced=False)
         return job.future
 
-    def _put(self, job: _Job, size: int, *, block: bool, announced: bool) -> None:
+    def _put(self, job: Job, *, block: bool, announced: bool) -> None:
+        size = job.size
         with self._cond:
             if announced:
                 self._arriving = max(0, self._arriving - 1)
             if self._closing:
                 raise BatcherClosedError("The service is shutting down; retry on another instance.")
-            if self._queued_texts + size > self._max_queue and self._queue:
+            if self._queue.texts + size > self._max_queue and self._queue:
                 if not block:
                     raise QueueFullError(
-                        f"The queue holds {self._queued_texts} texts (limit {self._max_queue}); retry in a moment."
+                        f"The queue holds {self._queue.texts} texts (limit {self._max_queue}); retry in a moment."
                     )
-                while self._queued_texts + size > self._max_queue and self._queue and not self._closing:
+                while self._queue.texts + size > self._max_queue and self._queue and not self._closing:
                     self._cond.wait()
-            self._queue.append(job)
-            self._queued_texts += size
-            depth = self._queued_texts
+            self._queue.add(job)
+            depth = self._queue.texts
             self._cond.notify_all()
-        job.future.add_done_callback(lambda fut: self._forget_if_cancelled(job, size))
+        job.future.add_done_callback(lambda fut: self._forget_if_cancelled(job))
         if self._observer is not None:
             self._observer.queue_depth(depth)
 
-    def _forget_if_cancelled(self, job: _Job, size: int) -> None:
+    def _forget_if_cancelled(self, job: Job) -> None:
+        """A cancelled request's texts not yet in a batch leave the line (counted as cancelled)."""
         if not job.future.cancelled():
             return
         with self._cond:
-            try:
-                self._queue.remove(job)
-            except ValueError:
-                return  # already taken by the worker
-            self._queued_texts -= size
-            depth = self._queued_texts
+            dropped = self._queue.remove(job)
+            depth = self._queue.texts
             self._cond.notify_all()
-        if self._observer is not None:
-            self._observer.cancelled(size)
+        if dropped and self._observer is not None:
+            self._observer.cancelled(dropped)
             self._observer.queue_depth(depth)
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        """Fail one request; its texts not yet in a batch leave the line."""
+        _resolve(job.future, error=error)
+        with self._cond:
+            self._queue.remove(job)
+            self._cond.notify_all()
 
     # ----------------------------------------------------------------- worker
     def _run(self) -> None:
@@ -233,112 +250,103 @@ class Batcher:
                     self._cond.wait()
                 if not self._queue:
                     return  # closing, and everything queued is done
-                deadline = self._queue[0].queued_at + self._max_wait
+                deadline = self._queue.head.queued_at + self._max_wait
                 while (
                     self._arriving > 0
-                    and self._queued_texts < self._max_batch
+                    and self._queue.texts < self._max_batch
                     and not self._closing
-                    and self._queue[0].kind != "call"
+                    and self._queue.head.kind != "call"
                 ):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
-                jobs = self._take()
-                depth = self._queued_texts
+                batch = self._queue.take(self._max_batch)
+                purged, self._queue.purged = self._queue.purged, 0
+                depth = self._queue.texts
                 self._cond.notify_all()  # room for blocked submitters
             if self._observer is not None:
+                if purged:
+                    self._observer.cancelled(purged)
                 self._observer.queue_depth(depth)
-            if jobs:
-                self._process(jobs)
+            if batch:
+                self._process(batch)
 
-    def _take(self) -> list[_Job]:
-        """Pop whole jobs: one call, or text jobs up to ``max_batch_texts`` texts (at least one job)."""
-        taken: list[_Job] = []
-        texts = 0
-        while self._queue:
-            job = self._queue[0]
-            if job.kind == "call":
-                if taken:
-                    break
-                self._queue.popleft()
-                self._queued_texts -= 1
-                taken.append(job)
-                break
-            if taken and texts + len(job.texts) > self._max_batch:
-                break
-            self._queue.popleft()
-            self._queued_texts -= len(job.texts)
-            texts += len(job.texts)
-            taken.append(job)
-        return [job for job in taken if job.future.set_running_or_notify_cancel()]
-
-    def _process(self, jobs: list[_Job]) -> None:
-        if jobs[0].kind == "call":
-            job = jobs[0]
-            try:
-                assert job.call is not None
-                job.future.set_result(job.call())
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
-                job.future.set_exception(exc)
+    def _process(self, batch: list[Slice]) -> None:
+        first = batch[0].job
+        if first.kind == "call":
+            if first.future.set_running_or_notify_cancel():
+                try:
+                    assert first.call is not None
+                    first.future.set_result(first.call())
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                    first.future.set_exception(exc)
             return
         started = time.perf_counter()
         kinds: tuple[Kind, ...] = ("document", "query")
         for kind in kinds:
-            group = [job for job in jobs if job.kind == kind]
+            group = [s for s in batch if s.job.kind == kind]
             if group:
-                self._encode_group(group, kind)
+                self._encode(group, kind)
         if self._observer is not None:
-            self._observer.batch_done(sum(len(j.texts) for j in jobs), len(jobs), time.perf_counter() - started)
+            self._observer.batch_done(sum(len(s) for s in batch), len(batch), time.perf_counter() - started)
 
-    def _encode_group(self, group: list[_Job], kind: Kind) -> None:
-        texts = [text for job in group for text in job.texts]
-        try:
-            counts = self._count(texts, kind)
-        except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
-            for job in group:
-                job.future.set_exception(exc)
-            return
-        kept: list[tuple[_Job, list[int]]] = []
-        offset = 0
-        for job in group:
-            job_counts = counts[offset : offset + len(job.texts)]
-            offset += len(job.texts)
-            error = self._window_error(job_counts)
-            if error is not None:
-                job.future.set_exception(error)
-            else:
-                kept.append((job, job_counts))
-        if not kept:
+    def _encode(self, group: list[Slice], kind: Kind) -> None:
+        """Encode the slices of one kind together; if that fails, each alone, so only a failing request fails."""
+        group = [s for s in group if not s.job.future.done()]  # cancelled (or failed) meanwhile: dropped
+        if not group:
             return
         try:
-            vectors = self._embed([text for job, _ in kept for text in job.texts], kind)
-        except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
-            for job, _ in kept:
-                job.future.set_exception(exc)
+            counts = self._count([text for s in group for text in s.texts], kind)
+            kept = self._within_window(group, counts)
+            vectors = self._embed([text for s, _ in kept for text in s.texts], kind) if kept else None
+        except Exception as exc:  # noqa: BLE001 - handed to the request(s) it belongs to
+            if len(group) == 1:
+                self._fail(group[0].job, exc)
+                return
+            logger.warning("a batch of %d requests failed (%s: %s); retrying each request alone so only the "
+                           "failing one gets the error", len(group), type(exc).__name__, exc)
+            for piece in group:
+                self._encode([piece], kind)
             return
         offset = 0
-        for job, job_counts in kept:
-            n = len(job.texts)
-            job.future.set_result(
-                EmbedResult(vectors[offset : offset + n], [min(c, self._window) for c in job_counts])
-            )
-            offset += n
+        for piece, piece_counts in kept:
+            assert vectors is not None
+            job = piece.job
+            job.parts.append(vectors[offset : offset + len(piece)])
+            job.tokens.extend(min(c, self._window) for c in piece_counts)
+            offset += len(piece)
+            if job.done == job.size:
+                self._complete(job)
 
-    def _window_error(self, counts: list[int]) -> InputTooLongError | None:
-        over = [i for i, c in enumerate(counts) if c > self._window]
-        if not over:
-            return None
-        first = over[0]
-        if self._on_overflow == "error":
-            return InputTooLongError(
-                f"input[{first}] has {counts[first]} tokens, more than the model's window of {self._window} "
-                f"({len(over)} input(s) in all); split long texts before embedding them, or start the server "
-                "with --on-overflow truncate."
-            )
-        if self._on_overflow == "warn":
+    def _within_window(self, group: list[Slice], counts: list[int]) -> list[tuple[Slice, list[int]]]:
+        """The slices to embed with their token counts; with ``on_overflow="error"`` a request over the window fails."""
+        kept: list[tuple[Slice, list[int]]] = []
+        offset = 0
+        for piece in group:
+            piece_counts = counts[offset : offset + len(piece)]
+            offset += len(piece)
+            over = [(piece.start + i, c) for i, c in enumerate(piece_counts) if c > self._window]
+            if over and self._on_overflow == "error":
+                first, tokens = over[0]
+                self._fail(piece.job, InputTooLongError(
+                    f"input[{first}] has {tokens} tokens, more than the model's window of {self._window}; split "
+                    "long texts before embedding them, or start the server with --on-overflow truncate."
+                ))
+                continue
+            if over:
+                piece.job.over += len(over)
+                piece.job.first_over = piece.job.first_over or over[0]
+            kept.append((piece, piece_counts))
+        return kept
+
+    def _complete(self, job: Job) -> None:
+        """Every slice of a request is done: hand it its vectors (and log its truncations under ``warn``)."""
+        if job.first_over is not None and self._on_overflow == "warn":
             logger.warning(
                 "%d of %d inputs of one request exceed the %d-token window and were truncated (first: input[%d], "
-                "%d tokens)", len(over), len(counts), self._window, first, counts[first],
+                "%d tokens)", job.over, job.size, self._window, job.first_over[0], job.first_over[1],
             )
-        return None
+        vectors = job.parts[0] if len(job.parts) == 1 else np.concatenate(job.parts)
+        job.parts = []
+        _resolve(job.future, EmbedResult(vectors, job.tokens))

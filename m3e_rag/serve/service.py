@@ -4,7 +4,15 @@ The server adds transport, batching and auth to the library, nothing else: vecto
 :class:`~m3e_rag.encode.encoder.M3EEncoder`, search and ingest from :class:`~m3e_rag.pipeline.RAGPipeline`.
 Every model call (embedding requests, the pipeline's ingest and query embeddings, the reranker)
 runs on the batcher's single worker thread, so requests and ingests share forward passes instead
-of competing for the cores.
+of competing for the cores; the batcher takes them in fair turns, so a small request is not stuck
+behind a large one or behind an ingest.
+
+Searches do not wait for whole ingests: :attr:`Service.index_lock` serializes the service's writers
+only. A search reads while an ingest writes, as Chroma allows; the pipeline's own lock keeps each
+ingest step whole (:meth:`m3e_rag.ingest.index_handle.IndexHandle.writing`), so a search that
+arrives during a step waits for that step (``INGEST_STEP_CHUNKS`` chunks), not for the ingest. The
+one piece of state searches and an ingest share in this process, the pipeline encoder's tokenizer,
+is used by one thread at a time (:class:`SerialTokenizer`).
 """
 
 from __future__ import annotations
@@ -14,24 +22,57 @@ import copy
 import logging
 import threading
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.encode.inputs import cap_query_chars, check_unicode
 from m3e_rag.errors import InputError, M3ERagError
 from m3e_rag.serve.batcher import Batcher, Kind
 from m3e_rag.serve.config import ServeConfig
 from m3e_rag.serve.metrics import ServeMetrics
 
-__all__ = ["Service", "WorkerEncoder", "WorkerReranker"]
+__all__ = ["Service", "SerialTokenizer", "WorkerEncoder", "WorkerReranker"]
 
 logger = logging.getLogger(__name__)
 
-#: Texts per submission when the pipeline (ingest) embeds through the batcher: small enough that
-#: embedding requests slip in between an ingest's batches.
+#: Texts per submission when the pipeline (ingest) embeds through the batcher: the batcher shares
+#: its batches fairly anyway; small submissions also keep an ingest's share of the queue small.
 INGEST_SLICE = 32
+
+
+class SerialTokenizer:
+    """A Hugging Face tokenizer whose calls run one at a time (attributes are passed through).
+
+    Searches now run in several threads at once, beside an ingest, and they all tokenize with the
+    pipeline encoder's tokenizer (the query bound, token counts). A Rust fast tokenizer switches its
+    truncation and padding settings in place on a call, and fails ("Already borrowed") if another
+    thread is inside it meanwhile; the calls here are a few kilobytes each (queries are capped first),
+    so taking turns costs nothing measurable.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._lock = threading.RLock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Tokenize (see the wrapped tokenizer), alone."""
+        with self._lock:
+            return self._inner(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if not callable(value) or isinstance(value, type):
+            return value
+
+        def serial(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return serial
 
 
 class WorkerEncoder(M3EEncoder):
@@ -39,7 +80,9 @@ class WorkerEncoder(M3EEncoder):
 
     It is called from worker threads (never the event loop) and blocks until its batch is done.
     Its tokenizer is a private copy: the chunker tokenizes in the ingest thread while the model
-    worker tokenizes its batches, and one Rust tokenizer must not be used by two threads at once.
+    worker tokenizes its batches, and one Rust tokenizer must not be used by two threads at once;
+    the copy itself is shared by concurrent searches and an ingest, so its calls take turns
+    (:class:`SerialTokenizer`).
     """
 
     def __init__(self, base: M3EEncoder, batcher: Batcher) -> None:
@@ -57,7 +100,7 @@ class WorkerEncoder(M3EEncoder):
         """A private copy of the model's tokenizer (see the class docstring)."""
         with self._tokenizer_lock:
             if self._tokenizer_copy is None:
-                self._tokenizer_copy = copy.deepcopy(self._loaded().st.tokenizer)
+                self._tokenizer_copy = SerialTokenizer(copy.deepcopy(self._loaded().st.tokenizer))
             return self._tokenizer_copy
 
     def _through_worker(self, texts: list[str], kind: Kind) -> np.ndarray:
@@ -76,14 +119,19 @@ class WorkerEncoder(M3EEncoder):
         return self._through_worker(list(texts), "query")
 
     def encode_query(self, text: str) -> np.ndarray:
-        """Embed one query on the model worker."""
+        """Embed one query on the model worker, bounded to the window first (as :meth:`M3EEncoder.encode_query`)."""
         if not isinstance(text, str) or not text.strip():
             raise InputError("query must be a non-empty string.")
-        return self._through_worker([text], "query")[0]
+        check_unicode(text)
+        return self._through_worker([cap_query_chars(text, self.max_seq_length)], "query")[0]
 
 
 class WorkerReranker:
-    """A cross-encoder whose ``predict`` runs on the batcher's worker (called from worker threads)."""
+    """A cross-encoder whose ``predict`` runs on the batcher's worker (called from worker threads).
+
+    Pairs are scored ``max_batch_texts`` at a time, each slice a call taking its own turn at the
+    worker, so a search reranking many candidates does not hold the worker for all of them at once.
+    """
 
     def __init__(self, model: Any, batcher: Batcher) -> None:
         self.model = model
@@ -91,7 +139,16 @@ class WorkerReranker:
 
     def predict(self, sentences: list[tuple[str, str]], **kwargs: Any) -> Any:
         """Score (query, passage) pairs; higher is more relevant."""
-        return self._batcher.submit_call(lambda: self.model.predict(sentences, **kwargs)).result()
+        pairs = list(sentences)
+        step = self._batcher.max_batch_texts
+        if len(pairs) <= step:
+            return self._batcher.submit_call(lambda: self.model.predict(pairs, **kwargs)).result()
+        parts = [
+            np.asarray(self._batcher.submit_call(partial(self.model.predict, pairs[start : start + step], **kwargs))
+                       .result())
+            for start in range(0, len(pairs), step)
+        ]
+        return np.concatenate(parts)
 
 
 def load_reranker(spec: str, device: str | None) -> Any:
@@ -131,6 +188,8 @@ class Service:
         self.window = 0
         self.load_error: BaseException | None = None
         self.ready = threading.Event()
+        #: Serializes the service's ingests (writers). Searches do not take it: they read while an
+        #: ingest writes (see the module docstring).
         self.index_lock = asyncio.Lock()
 
     # ----------------------------------------------------------------- loading

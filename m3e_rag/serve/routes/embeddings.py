@@ -2,7 +2,9 @@
 
 Vectors equal :meth:`~m3e_rag.encode.encoder.M3EEncoder.encode_documents` (or ``encode_queries``
 with ``input_type="query"``); inputs must be text, since OpenAI's token ids mean nothing to the
-model's own tokenizer.
+model's own tokenizer. Every input is checked before it is queued (empty, token ids, invalid
+Unicode such as a lone surrogate): a bad input fails its own request with a 400 naming
+``input[i]``, never the requests whose texts would have shared its batch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from m3e_rag.encode.inputs import check_unicode
+from m3e_rag.errors import InputError
 from m3e_rag.serve.batcher import EmbedResult
 from m3e_rag.serve.http_errors import ApiError, json_response
 from m3e_rag.serve.routes.deps import ServiceDep, check_model, ready, run_guarded, submit, wait
@@ -85,4 +89,8 @@ def _texts_of(value: str | list[str] | list[int] | list[list[int]]) -> list[str]
         if not text.strip():
             raise ApiError(400, f"input[{i}] is {'an empty string' if not text else 'whitespace only'}; every "
                            "input must contain text: drop or replace it.", param="input", code="empty_input")
+        try:
+            check_unicode(text, f"input[{i}]")
+        except InputError as exc:
+            raise ApiError(400, str(exc), param="input", code="invalid_unicode") from exc
     return items

@@ -1,7 +1,11 @@
 """``POST /v1/search``: the pipeline's search over the served index (dense, sparse or hybrid; filters, MMR, rerank).
 
-The query is embedded on the batcher's model worker (a sparse search without MMR needs no
-vector), then the search runs in a thread under the index lock that ingests also take.
+The query is bounded first, before any tokenizer or BM25 work, with the library's own cut
+(:func:`m3e_rag.encode.inputs.cap_query_chars`: the model reads its window and nothing more, so a
+10 MB query costs what a few kilobytes cost); the pipeline's search then makes the exact cut at the
+window's last token. The query is embedded on the batcher's model worker (a sparse search without
+MMR needs no vector), then the search runs in a thread. It does not wait for an ingest in progress,
+at most for the ingest step being written (see :mod:`m3e_rag.serve.service`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from m3e_rag.encode.inputs import cap_query_chars, check_unicode
 from m3e_rag.errors import InputError
 from m3e_rag.serve.http_errors import ApiError, json_response
 from m3e_rag.serve.routes.deps import ServiceDep, need_index, ready, release_announcement, run_guarded, submit, wait
@@ -28,6 +33,11 @@ async def search(body: SearchRequest, request: Request, service: ServiceDep) -> 
     pipeline = need_index(svc)
     if not body.query.strip():
         raise ApiError(400, "query is empty; send the text to search for.", param="query")
+    try:
+        check_unicode(body.query)
+    except InputError as exc:
+        raise ApiError(400, str(exc), param="query", code="invalid_unicode") from exc
+    query = cap_query_chars(body.query, svc.window)  # before any tokenizer or BM25 work
     for name in ("k", "fetch_k", "rerank_top_n"):
         value = getattr(body, name)
         if value is not None and value > svc.config.max_k:
@@ -48,16 +58,15 @@ async def search(body: SearchRequest, request: Request, service: ServiceDep) -> 
     async def work() -> Response:
         vector = None
         if body.mode != "sparse" or body.mmr:
-            vector = (await wait(request, submit(svc, request, [body.query], "query"), "query")).vectors[0]
+            vector = (await wait(request, submit(svc, request, [query], "query"), "query")).vectors[0]
         else:
             release_announcement(request, svc)
-        async with svc.index_lock:
-            hits = await asyncio.to_thread(
-                pipeline.search, body.query, body.k, where=body.where, where_document=body.where_document,
-                mode=body.mode, mmr=body.mmr, fetch_k=body.fetch_k, lambda_mult=body.lambda_mult,
-                score_threshold=body.score_threshold, reranker=svc.reranker if body.rerank else None,
-                rerank_top_n=body.rerank_top_n, query_vector=vector,
-            )
+        hits = await asyncio.to_thread(  # no lock: a search reads while an ingest writes
+            pipeline.search, query, body.k, where=body.where, where_document=body.where_document,
+            mode=body.mode, mmr=body.mmr, fetch_k=body.fetch_k, lambda_mult=body.lambda_mult,
+            score_threshold=body.score_threshold, reranker=svc.reranker if body.rerank else None,
+            rerank_top_n=body.rerank_top_n, query_vector=vector,
+        )
         return json_response({"object": "list", "model": svc.model_id, "mode": body.mode,
                               "data": [{"id": h.id, "text": h.text, "score": h.score, "metadata": h.metadata}
                                        for h in hits]})
