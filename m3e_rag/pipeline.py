@@ -175,6 +175,7 @@ class RAGPipeline:
         progress: ProgressCallback | None = None,
         follow_symlinks: bool = False,
         max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
+        confine_to: Sequence[str | Path] | None = None,
     ) -> IngestReport:
         """Load, chunk, embed and store files, folders, texts or Documents.
 
@@ -192,7 +193,10 @@ class RAGPipeline:
             follow_symlinks: follow symbolic links that lead out of the given folders (by default
                 they are skipped and reported; links inside them are followed).
             max_file_bytes: files larger than this are skipped and reported (default 512 MiB;
-                ``None`` for no limit). Large text files stream: memory does not grow with them.
+                ``None`` for no limit), and so are .docx files that expand to more. Large text files
+                stream: memory does not grow with them.
+            confine_to: folders every file must lie in, checked on the opened file (a path swapped
+                for a link out of them after any earlier check is skipped unread and reported).
 
         Re-ingesting a source replaces its chunks: unchanged chunks are kept (not re-embedded),
         new ones added, stale ones removed. Sources not mentioned are untouched. A bad file never
@@ -208,7 +212,8 @@ class RAGPipeline:
         """
         return self._ingestor.ingest(paths, texts=texts, documents=documents, sources=sources, metadatas=metadatas,
                                      include=include, exclude=exclude, progress=progress,
-                                     follow_symlinks=follow_symlinks, max_file_bytes=max_file_bytes)
+                                     follow_symlinks=follow_symlinks, max_file_bytes=max_file_bytes,
+                                     confine_to=confine_to)
 
     def add_texts(
         self,

@@ -24,6 +24,7 @@ from m3e_rag.cli.evaluate import EVAL_COMMANDS, add_eval_command
 from m3e_rag.cli.index import INDEX_COMMANDS, add_index_commands
 from m3e_rag.cli.ingest import INGEST_COMMANDS, add_ingest_commands
 from m3e_rag.cli.options import Parser
+from m3e_rag.cli.output import escape_text
 from m3e_rag.cli.serve import SERVE_COMMANDS, add_serve_command
 from m3e_rag.errors import IndexDamagedError, M3ERagError
 
@@ -93,8 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line (the CLI prints exactly one ``error:`` line)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The exception's message on one line (the CLI prints exactly one ``error:`` line), controls escaped."""
+    return escape_text(" ".join(str(exc).split())) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

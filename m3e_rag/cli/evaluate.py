@@ -176,11 +176,11 @@ def _run_eval(args: argparse.Namespace, task: Any, modes: list[str], index: Path
             data["paired"] = [c.to_dict() for c in comparisons]
         print_json(data)
     else:
-        print(report.format_table())
+        out(report.format_table())
         if comparisons:
-            print("paired per query (bootstrap 95% CI of the mean difference; an interval holding 0 is noise):")
+            out("paired per query (bootstrap 95% CI of the mean difference; an interval holding 0 is noise):")
             for comparison in comparisons:
-                print("  " + comparison.format())
+                out("  " + comparison.format())
     return 0
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from m3e_rag.cli.options import DEFAULT_INDEX
-from m3e_rag.cli.output import print_json
+from m3e_rag.cli.output import escape_text, out, print_json
 from m3e_rag.errors import InputError
 
 __all__ = ["INDEX_COMMANDS", "add_index_commands"]
@@ -47,13 +46,13 @@ def add_index_commands(sub: Any) -> None:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """``m3e-rag doctor``: the report; exit 0 when healthy, 3 when damaged."""
-    from m3e_rag.index.doctor import run, to_json
+    from m3e_rag.index.doctor import run
 
     report = run(args.index, args.collection, do_repair=args.repair, model_name=args.model)
     if args.json:
-        sys.stdout.write(to_json(report) + "\n")
+        print_json(report.to_dict())
     else:
-        print(report.format_text())
+        out(report.format_text())
     return report.exit_code
 
 
@@ -75,7 +74,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print_json(data)
     else:
         for key, value in data.items():
-            print(f"{key}: {value}")
+            out(f"{key}: {escape_text(str(value))}")
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from m3e_rag.cli.options import RERANKER_HELP, add_common_options
-from m3e_rag.cli.output import print_json
+from m3e_rag.cli.output import escape_text, out, print_json
 from m3e_rag.errors import InputError
 
 __all__ = ["INGEST_COMMANDS", "DEFAULT_MAX_FILE_SIZE", "add_ingest_commands", "parse_json_filter"]
@@ -60,8 +60,9 @@ def add_ingest_commands(sub: Any) -> None:
     )
     p_ingest.add_argument(
         "--max-file-size", type=_file_size, default=DEFAULT_MAX_FILE_SIZE, metavar="SIZE",
-        help="skip (and report) files larger than this: bytes or with a unit, e.g. 200M, 2G; 'none' for no "
-        "limit (default: 512M; text files stream, so memory does not grow with them)",
+        help="skip (and report) files larger than this, and .docx files that expand to more once unzipped: bytes "
+        "or with a unit, e.g. 200M, 2G; 'none' for no limit (default: 512M; text files stream, so memory does not "
+        "grow with them)",
     )
     add_common_options(p_ingest)
 
@@ -112,7 +113,7 @@ def _print_ingest_report(report: Any, as_json: bool) -> None:
     if as_json:
         print_json(report.to_dict())
         return
-    print(
+    out(
         f"{report.files_seen} files seen, {len(report.files_skipped)} skipped; "
         f"{report.chunks_added} chunks added, {report.chunks_unchanged} unchanged, "
         f"{report.chunks_removed} removed; {report.texts_embedded} texts embedded in {report.seconds:.1f} s"
@@ -120,9 +121,9 @@ def _print_ingest_report(report: Any, as_json: bool) -> None:
            else "")
     )
     for skipped in report.files_skipped:
-        print(f"  skipped {skipped.path}: {skipped.reason}")
+        out(f"  skipped {escape_text(skipped.path)}: {escape_text(skipped.reason)}")
     for note in report.notes:
-        print(f"  note {note.path}: {note.reason}")
+        out(f"  note {escape_text(note.path)}: {escape_text(note.reason)}")
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -204,7 +205,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         for rank, r in enumerate(results, 1):
             text = " ".join(r.text.split())
-            print(f"{rank}. [{r.score:.4f}] {r.source}\n   {text[:200]}")
+            out(f"{rank}. [{r.score:.4f}] {escape_text(r.source)}\n   {escape_text(text[:200])}")
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from m3e_rag.encode.encoder import M3EEncoder
 from m3e_rag.errors import InputError
 from m3e_rag.index.chroma import StoreRecord
+from m3e_rag.index.metadata import check_metadata
 from m3e_rag.ingest.index_handle import IndexHandle
 from m3e_rag.ingest.loaders import DEFAULT_MAX_FILE_BYTES, FileLoader, SkippedFile, StreamedDocument, load_texts
 from m3e_rag.ingest.run import IngestInterrupted, IngestRun, sigint_deferred
@@ -43,12 +44,14 @@ class IngestReport:
         documents: documents (files, pages, records or texts) loaded.
         chunks_added: chunks newly embedded and stored.
         chunks_unchanged: chunks already stored with the same content (not re-embedded).
-        chunks_removed: stale chunks of re-ingested sources that were deleted.
+        chunks_removed: stale chunks of re-ingested sources that were deleted (and the chunks this
+            ingest had added for a file that kept changing while it was read).
         texts_embedded: texts sent to the model.
         seconds: wall time of the ingest.
         interrupted: Ctrl-C stopped the ingest after committing its current step (see
             :class:`~m3e_rag.ingest.run.IngestInterrupted`); what is counted here was committed.
-        notes: files loaded with a caveat (invalid bytes replaced by U+FFFD), as {path, reason}.
+        notes: files loaded with a caveat (invalid bytes replaced by U+FFFD; read a second time
+            because they changed while being read), as {path, reason}.
     """
 
     files_seen: int = 0
@@ -88,6 +91,7 @@ def _inputs(
     exclude: Sequence[str] | None,
     follow_symlinks: bool,
     max_file_bytes: int | None,
+    confine_to: Sequence[str | Path] | None = None,
 ) -> tuple[list[Document], FileLoader | None]:
     """The given texts and Documents, and a loader over ``paths`` (None without paths)."""
     given: list[Document] = []
@@ -102,7 +106,7 @@ def _inputs(
         path_list = [paths] if isinstance(paths, (str, Path)) else list(paths)
         loader = FileLoader(
             path_list, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
-            max_file_bytes=max_file_bytes,
+            max_file_bytes=max_file_bytes, confine_to=confine_to,
         )
     return given, loader
 
@@ -132,15 +136,22 @@ class Ingestor:
         progress: ProgressCallback | None = None,
         follow_symlinks: bool = False,
         max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
+        confine_to: Sequence[str | Path] | None = None,
     ) -> IngestReport:
-        """Load, chunk, embed and store; see :meth:`m3e_rag.RAGPipeline.ingest` for the arguments and errors."""
+        """Load, chunk, embed and store; see :meth:`m3e_rag.RAGPipeline.ingest` for the arguments and errors.
+
+        ``confine_to``: folders every file must lie in once opened (see
+        :class:`~m3e_rag.ingest.loaders.FileLoader`); the service passes its ``--ingest-root``.
+        """
         started = time.perf_counter()
         report = IngestReport()
         if paths is None and texts is None and documents is None:
             raise InputError("ingest() needs paths, texts or documents.")
         given, loader = _inputs(
-            paths, texts, documents, sources, metadatas, include, exclude, follow_symlinks, max_file_bytes
+            paths, texts, documents, sources, metadatas, include, exclude, follow_symlinks, max_file_bytes, confine_to
         )
+        for n, doc in enumerate(given):  # before any file is read or anything written: keys like "$and", NaN
+            check_metadata(doc.metadata, f"the metadata of document {n} ({doc.source!r:.80})")
 
         def stream() -> Iterator[tuple[Document | StreamedDocument, bool]]:
             if loader is not None:
@@ -162,13 +173,15 @@ class Ingestor:
         def run_chars_done() -> int:
             return run.given_chars_done if run is not None else 0
 
-        def commit(pairs: list[tuple[str, Chunk]], finished: list[str], current: dict[str, set[str]]) -> None:
-            self._step(pairs, finished, current, report)
+        def commit(
+            pairs: list[tuple[str, Chunk]], finished: list[str], current: dict[str, set[str]], drop: list[str]
+        ) -> set[str]:
+            return self._step(pairs, finished, current, drop, report)
 
         run: IngestRun | None = None
         try:
             with sigint_deferred() as flag:
-                run = IngestRun(self._index.chunker, commit, INGEST_STEP_CHUNKS, flag, on_step)
+                run = IngestRun(self._index.chunker, commit, INGEST_STEP_CHUNKS, flag, on_step, watch=loader)
                 run.run(stream())
         finally:
             if loader is not None:
@@ -178,6 +191,7 @@ class Ingestor:
             report.seconds = time.perf_counter() - started
             if run is not None:
                 report.files_skipped.extend(run.skipped)
+                report.notes.extend(run.notes)
                 report.documents = run.documents
         assert run is not None
         if progress:
@@ -192,12 +206,15 @@ class Ingestor:
         pairs: list[tuple[str, Chunk]],
         finished: list[str],
         current: Mapping[str, set[str]],
+        drop: list[str],
         report: IngestReport,
-    ) -> None:
+    ) -> set[str]:
         """Embed and store one step's (id, chunk) pairs; drop stale chunks of the sources it finishes.
 
         ``finished`` sources were read to their end: their stored chunks whose id is not in
-        ``current[source]`` are stale. Existence is checked by id (cost O(step), not O(source)).
+        ``current[source]`` are stale. ``drop`` are ids to delete as well (what this ingest added for a
+        file that kept changing). Existence is checked by id (cost O(step), not O(source)). Returns
+        the ids newly stored.
         """
         store = self._index.store
         with self._index.writing():
@@ -205,7 +222,7 @@ class Ingestor:
             new: list[tuple[str, Chunk]] = []
             changed_ids: list[str] = []
             changed_meta: list[Metadata] = []
-            stale: list[str] = []
+            stale: list[str] = list(drop)
             for cid, chunk in pairs:
                 if cid in existing:
                     report.chunks_unchanged += 1
@@ -232,3 +249,4 @@ class Ingestor:
                 report.chunks_removed += len(stale)
             self._index.sparse_upsert([cid for cid, _ in new], [c.text for _, c in new])
             self._index.sparse_delete(stale)
+        return {cid for cid, _ in new}

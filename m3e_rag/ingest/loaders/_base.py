@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
-from m3e_rag.ingest.loaders._common import SkippedFile, StreamedDocument, _Skip
+from m3e_rag.ingest.loaders._common import SkippedFile, StreamedDocument, _Skip, over_size_limit
 from m3e_rag.ingest.loaders.detect import decode_detail, html_charset
 from m3e_rag.types import Document, Metadata
 
@@ -29,7 +30,13 @@ class Sink:
 
 @dataclass(frozen=True)
 class FileJob:
-    """One file to load: where to read it, its display source and the base metadata."""
+    """One file to load: the file open for reading, its display source and the base metadata.
+
+    ``fh`` was opened and checked by the file loader (see :mod:`.opening`) and stays open while
+    the format loader runs: read it (:meth:`read_bytes`), never ``path``, which may name another
+    file by now. ``reopen`` opens the same path again with the same checks, for a stream read after
+    the loader has moved on (:class:`~m3e_rag.ingest.loaders.StreamedDocument`).
+    """
 
     path: Path
     source: str
@@ -37,6 +44,19 @@ class FileJob:
     size: int
     options: LoadOptions
     sink: Sink
+    fh: BinaryIO
+    reopen: Callable[[], BinaryIO]
+    limit: int | None = None
+
+    def read_bytes(self) -> bytes:
+        """The whole file, read from the checked open file; ``_Skip`` if it grew past the size limit."""
+        self.fh.seek(0)
+        if self.limit is None:
+            return self.fh.read()
+        data = self.fh.read(self.limit + 1)
+        if len(data) > self.limit:
+            raise _Skip(over_size_limit(len(data), self.limit, grew=True))
+        return data
 
 
 Yielded = Document | StreamedDocument
@@ -45,7 +65,7 @@ FormatLoader = Callable[[FileJob], Iterator[Yielded]]
 
 def read_text(job: FileJob, declared_from_html: bool = False) -> tuple[str, str, Metadata]:
     """Read and decode a whole text file; returns ``(text, encoding, metadata)``; raises ``_Skip``."""
-    data = job.path.read_bytes()
+    data = job.read_bytes()
     if not data.strip():
         raise _Skip("empty file")
     declared = html_charset(data) if declared_from_html else None

@@ -86,6 +86,12 @@ class _Skip(Exception):
     """Internal: the current file (or record) cannot be loaded; the message is the reason."""
 
 
+def over_size_limit(size: int, limit: int, grew: bool = False) -> str:
+    """The reason given for a file over ``max_file_bytes`` (``grew``: it passed the check, then grew)."""
+    what = "file grew past the limit while being read" if grew else f"file is {size:,} bytes"
+    return f"{what}, over the limit of {limit:,} bytes; raise max_file_bytes= (CLI: --max-file-size) to load it"
+
+
 def display_path(path: str | os.PathLike[str]) -> str:
     r"""Absolute POSIX form of a path (symlinks kept as given), undecodable bytes escaped.
 

@@ -1,7 +1,13 @@
-"""PDF (pypdf, the ``pdf`` extra): one document per page with text, ``page`` 1-based in the metadata."""
+"""PDF (pypdf, the ``pdf`` extra): one document per page with text, ``page`` 1-based in the metadata.
+
+The file is read once into memory (what pypdf does with a path too) from the checked open file.
+Compressed streams inside a PDF are bounded by pypdf itself (from pypdf 6: 75 MB per stream by
+default, ``pypdf.Configuration``).
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 from m3e_rag.errors import MissingExtraError
@@ -18,7 +24,7 @@ def load_pdf(job: FileJob) -> Iterator[Yielded]:
         from pypdf import PdfReader
     except ImportError:
         raise _Skip(str(MissingExtraError("pypdf", "pdf", "Reading PDF files"))) from None
-    reader = PdfReader(str(job.path))
+    reader = PdfReader(io.BytesIO(job.read_bytes()))
     if reader.is_encrypted:
         try:
             unlocked = bool(reader.decrypt(""))

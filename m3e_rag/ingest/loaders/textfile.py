@@ -8,7 +8,9 @@ block (codec detected on its first MiB), so memory stays bounded by the block, n
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
+import errno
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from m3e_rag.ingest.loaders._base import FileJob, Yielded, read_text
 from m3e_rag.ingest.loaders._common import SkippedFile, StreamedDocument, _Skip
@@ -29,20 +31,20 @@ def load_text(job: FileJob) -> Iterator[Yielded]:
         text, _, whole_meta = read_text(job)
         yield Document(text=text, source=job.source, metadata=whole_meta)
         return
-    with open(job.path, "rb") as fh:
-        head = fh.read(BLOCK_BYTES)
+    job.fh.seek(0)
+    head = job.fh.read(BLOCK_BYTES)
     if not head.strip():
         raise _Skip("empty file (its first MiB is blank)")
     codec, bom = detect_head(head)
     meta: Metadata = {**job.base, "encoding": codec if not bom or codec != "utf-8" else "utf-8-sig"}
-    path = job.path
+    reopen = job.reopen
     sink = job.sink
     source = job.source
 
     def segments() -> Iterator[str]:
         decoder = codecs.getincrementaldecoder(codec)(errors="replace")
         replaced = 0
-        with open(path, "rb") as fh:
+        with _open_again(reopen) as fh:
             fh.seek(bom)
             while True:
                 block = fh.read(BLOCK_BYTES)
@@ -58,3 +60,11 @@ def load_text(job: FileJob) -> Iterator[Yielded]:
             )
 
     yield StreamedDocument(source=job.source, metadata=meta, segments=segments, size_bytes=job.size)
+
+
+def _open_again(reopen: Callable[[], BinaryIO]) -> BinaryIO:
+    """Open the file again with the loader's checks; a refusal is a read error of the stream."""
+    try:
+        return reopen()
+    except _Skip as exc:
+        raise OSError(errno.EACCES, str(exc)) from None

@@ -13,6 +13,8 @@ Policy:
   directly are explicit: they are always followed.
 * A link loop (``s.txt -> s.txt``), a broken link or an unreadable folder is reported as skipped
   with the reason; the walk goes on. A folder reached twice (a link back up the tree) is walked once.
+* What the walk sees is checked again when each file is opened (:mod:`.opening`): a file swapped
+  for a link out of the folders after the walk saw it is refused then, with the same reason.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from m3e_rag.ingest.loaders._common import SkippedFile, display_path
+from m3e_rag.ingest.loaders.opening import inside
 
-__all__ = ["iter_files", "file_identity"]
+__all__ = ["iter_files", "file_identity", "real_roots", "FOLLOW_HINT"]
 
-_FOLLOW_HINT = "pass follow_symlinks=True (CLI: --follow-symlinks) to follow it"
+FOLLOW_HINT = "pass follow_symlinks=True (CLI: --follow-symlinks) to follow it"
 
 
 def file_identity(path: Path) -> tuple[int, int] | str:
@@ -51,9 +54,9 @@ def match(rel: str, name: str, pattern: str) -> bool:
     return any(fnmatchcase(rel, v) for v in variants)
 
 
-def _inside(target: str, roots: list[str]) -> bool:
-    """Whether the real path ``target`` is one of ``roots`` or lies under one of them."""
-    return any(target == r or target.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+def real_roots(roots: list[Path]) -> list[str]:
+    """The real paths of the paths given: a link walked to a target under none of them leads out."""
+    return [os.path.realpath(r) for r in roots]
 
 
 def _link_error(exc: OSError) -> str:
@@ -71,14 +74,19 @@ def iter_files(
     exclude: list[str] | None,
     follow_symlinks: bool,
     skipped: list[SkippedFile],
-) -> Iterator[Path]:
-    """Yield the files to load under ``roots`` in order; append what is left out for a reason to ``skipped``."""
-    real_roots = [os.path.realpath(r) for r in roots]
+) -> Iterator[tuple[Path, bool]]:
+    """Yield ``(file, walked)`` to load under ``roots`` in order; append what is left out to ``skipped``.
+
+    ``walked`` is False for a file named in ``roots`` itself (always followed), True for a file
+    found in a folder (held to the symlink policy again when it is opened).
+    """
+    reals = real_roots(roots)
     for root in roots:
         if os.path.isdir(root):
-            yield from _walk_folder(root, include, exclude, follow_symlinks, real_roots, skipped)
+            for file in _walk_folder(root, include, exclude, follow_symlinks, reals, skipped):
+                yield file, True
         else:
-            yield root
+            yield root, False
 
 
 def _walk_folder(
@@ -86,7 +94,7 @@ def _walk_folder(
     include: list[str] | None,
     exclude: list[str] | None,
     follow_symlinks: bool,
-    real_roots: list[str],
+    reals: list[str],
     skipped: list[SkippedFile],
 ) -> Iterator[Path]:
     """Depth-first, files of a folder before its sub-folders, each level in sorted order."""
@@ -136,12 +144,12 @@ def _walk_folder(
                     continue
             if is_link and not follow_symlinks:
                 target = os.path.realpath(entry.path)
-                if not _inside(target, real_roots):
+                if not inside(target, reals):
                     shown = os.fsencode(target).decode("utf-8", "backslashreplace")
                     kind = "folder" if is_dir else "file"
                     skipped.append(SkippedFile(
                         display_path(entry.path),
-                        f"symbolic link to a {kind} outside the ingested folders ({shown}); {_FOLLOW_HINT}",
+                        f"symbolic link to a {kind} outside the ingested folders ({shown}); {FOLLOW_HINT}",
                     ))
                     continue
             if is_dir:

@@ -1,7 +1,10 @@
 """``POST /v1/ingest``: add texts, or files under ``--ingest-root``, to the served index.
 
 The gate lets it through only with the API key. Server-side paths are resolved under the
-ingest root and refused if they (or a link inside a folder) lead outside it.
+ingest root and refused (403) if they (or a link inside a folder) lead outside it; that early check
+answers fast, but the ingest may wait for the index lock after it, so the library is also told to
+confine every file to the root *where it is opened* (``confine_to``): a file or folder swapped for a
+link out of the root meanwhile is skipped unread, and the report says so.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ async def ingest(body: IngestRequest, service: ServiceDep) -> Response:
                        param="include" if body.include is not None else "exclude")
     paths = _allowed_paths(svc.config, body.paths) if body.paths is not None else None
     kwargs: dict[str, Any] = {}
+    if paths is not None and svc.config.ingest_root is not None:
+        kwargs["confine_to"] = [Path(svc.config.ingest_root).resolve()]  # checked again at each open
     if body.texts is not None:
         for i, item in enumerate(body.texts):
             if not item.text.strip():
@@ -75,12 +80,21 @@ def _allowed_paths(config: ServeConfig, given: list[str]) -> list[Path]:
     root = Path(config.ingest_root).resolve()
     out: list[Path] = []
     for i, raw in enumerate(given):
-        path = (root / raw).resolve()  # an absolute `raw` replaces root; symlinks are resolved
+        shown = repr(raw) if len(raw) <= 200 else repr(raw[:200]) + f"... ({len(raw):,} characters)"
+        try:
+            if "\x00" in raw:
+                raise ValueError("a NUL byte")
+            path = (root / raw).resolve()  # an absolute `raw` replaces root; symlinks are resolved
+            exists = path.exists()
+        except (OSError, ValueError) as exc:  # NUL byte, a name too long for the file system...
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ApiError(400, f"paths[{i}] ({shown}) is not a usable path ({reason}); give a file or folder "
+                           "under the ingest root.", param="paths", code="invalid_path") from None
         if not path.is_relative_to(root):
-            raise ApiError(403, f"paths[{i}] ({raw!r}) is outside the ingest root {str(root)!r}; only files under "
+            raise ApiError(403, f"paths[{i}] ({shown}) is outside the ingest root {str(root)!r}; only files under "
                            "it can be ingested.", param="paths", code="path_outside_root", type_="permission_error")
-        if not path.exists():
-            raise ApiError(400, f"paths[{i}] ({raw!r}) does not exist under the ingest root.", param="paths",
+        if not exists:
+            raise ApiError(400, f"paths[{i}] ({shown}) does not exist under the ingest root.", param="paths",
                            code="path_not_found")
         if path.is_dir():
             for dirpath, _, filenames in os.walk(path):
