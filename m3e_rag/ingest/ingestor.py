@@ -215,8 +215,14 @@ class Ingestor:
         ``current[source]`` are stale. ``drop`` are ids to delete as well (what this ingest added for a
         file that kept changing). Existence is checked by id (cost O(step), not O(source)). Returns
         the ids newly stored.
+
+        The new chunks are embedded before the write locks are taken, so searches (which wait for
+        those locks to catch up with writers) wait for the writes only, not for the model; the
+        existence check is repeated under the locks, where it decides.
         """
         store = self._index.store
+        store.require_writable()  # before any embedding: a read-only index fails at once
+        vectors = self._embed_missing(pairs, report)
         with self._index.writing():
             existing = {r.id: r.metadata for r in store.get(ids=[cid for cid, _ in pairs], include_text=False)}
             new: list[tuple[str, Chunk]] = []
@@ -236,11 +242,9 @@ class Ingestor:
                 keep = current.get(source, set())
                 stale.extend(cid for cid in store.ids_of_source(source) if cid not in keep)
             if new:
-                vectors = self._encoder.encode_documents([c.text for _, c in new])
-                report.texts_embedded += len(new)
-                store.upsert(
-                    [StoreRecord(cid, c.text, vectors[i], chunk_metadata(c)) for i, (cid, c) in enumerate(new)]
-                )
+                # Another writer may have removed a chunk seen before the lock: embed it now.
+                vectors.update(self._embed_missing([(cid, c) for cid, c in new if cid not in vectors], report))
+                store.upsert([StoreRecord(cid, c.text, vectors[cid], chunk_metadata(c)) for cid, c in new])
                 report.chunks_added += len(new)
             if changed_ids:
                 store.update_metadata(changed_ids, changed_meta)
@@ -250,3 +254,15 @@ class Ingestor:
             self._index.sparse_upsert([cid for cid, _ in new], [c.text for _, c in new])
             self._index.sparse_delete(stale)
         return {cid for cid, _ in new}
+
+    def _embed_missing(self, pairs: list[tuple[str, Chunk]], report: IngestReport) -> dict[str, Any]:
+        """Vectors of the pairs whose id the store does not hold yet (read without the write locks)."""
+        if not pairs:
+            return {}
+        held = {r.id for r in self._index.store.get(ids=[cid for cid, _ in pairs], include_text=False)}
+        todo = [(cid, c) for cid, c in pairs if cid not in held]
+        if not todo:
+            return {}
+        vectors = self._encoder.encode_documents([c.text for _, c in todo])
+        report.texts_embedded += len(todo)
+        return {cid: vectors[i] for i, (cid, _) in enumerate(todo)}
