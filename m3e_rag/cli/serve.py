@@ -20,7 +20,10 @@ def add_serve_command(sub: Any) -> None:
         "serve", help="serve OpenAI-compatible /v1/embeddings, /v1/rerank and /v1/search over HTTP",
         description="A warm HTTP service (needs pip install 'm3e-rag[serve]'): OpenAI /v1/embeddings, /v1/models, "
         "Jina/Cohere /v1/rerank, /v1/search and /v1/ingest over an index, /health, /metrics; requests are batched "
-        "together. Binds 127.0.0.1 unless --host says otherwise (then --api-key is required).",
+        "together. Binds 127.0.0.1 unless --host says otherwise (then --api-key is required). Against hostile "
+        "clients: only known names in the Host header (--allowed-hosts; DNS rebinding), silent and slow "
+        "connections closed (--header-timeout), idle ones too (--keep-alive-timeout), and at most "
+        "--max-connections connections, below the open-file limit.",
     ))
 
 

@@ -6,22 +6,30 @@ Errors are OpenAI-shaped, ``{"error": {"message", "type", "param", "code"}}``; a
 FastAPI's ``detail`` list, and its ``param`` names the offending field.
 
 Status codes: 400 bad value (token ids, empty text, wrong ``dimensions``, a text over the window
-with ``--on-overflow error``, bad filter); 401 missing/wrong key; 403 a write without a configured
+with ``--on-overflow error``, bad filter, any input the library refuses) or a ``Host`` header the
+server does not answer to; 401 missing/wrong key; 403 a write without a configured
 key, or a path outside ``--ingest-root``; 404 unknown model, or a route whose feature is not
 configured (rerank without ``--reranker``, search/ingest without an index); 409 index built with
 another model; 413 too many inputs or too many bytes; 422 malformed JSON or a field of the wrong
-type; 499 (logged only) client went away; 503 loading, queue full (with ``Retry-After``) or store
-unavailable.
+type; 499 (logged only) client went away; 500 an unexpected failure (JSON, logged); 503 loading or
+queue full (with ``Retry-After``), a failed start-up (with the reason), store unavailable.
 
 This module only assembles the app: the routers of :mod:`m3e_rag.serve.routes`, the error
 handlers of :mod:`m3e_rag.serve.http_errors`, the lifespan that loads the :class:`Service`, and the
-ASGI layers around FastAPI (outermost first: :class:`~m3e_rag.serve.timing.Timed`, then the
-:class:`~m3e_rag.serve.auth.Gate`).
+ASGI layers around FastAPI (outermost first: :class:`~m3e_rag.serve.timing.Timed`, the
+:class:`~m3e_rag.serve.hosts.HostCheck` against DNS rebinding, the :class:`~m3e_rag.serve.auth.Gate`,
+then :class:`~m3e_rag.serve.http_errors.CatchAll`). The transport limits (timeouts, connections) are
+the runner's: see :mod:`m3e_rag.serve.transport`.
+
+A start-up that fails, in any way (a pyo3 ``PanicException`` from a damaged index is not even an
+``Exception``), leaves the service *failed*, never "loading": ``/health`` answers 500 with the reason
+and every model route 503 (:func:`~m3e_rag.serve.http_errors.load_failed`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -30,13 +38,16 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from m3e_rag.serve.auth import Gate
-from m3e_rag.serve.config import ServeConfig
-from m3e_rag.serve.http_errors import ApiError, on_api_error, on_invalid
+from m3e_rag.serve.config import ServeConfig, is_loopback
+from m3e_rag.serve.hosts import HostCheck, allowed_hosts
+from m3e_rag.serve.http_errors import ApiError, CatchAll, on_api_error, on_invalid, on_unexpected
 from m3e_rag.serve.routes import embeddings, ingest, ops, rerank, search
 from m3e_rag.serve.service import Service
 from m3e_rag.serve.timing import Timed
 
 __all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(config: ServeConfig, *, load_in_background: bool = True,
@@ -60,12 +71,17 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
     api.state.service = service
     api.add_exception_handler(ApiError, on_api_error)  # type: ignore[arg-type]
     api.add_exception_handler(RequestValidationError, on_invalid)  # type: ignore[arg-type]
+    api.add_exception_handler(Exception, on_unexpected)  # a JSON 500, not Starlette's plain text
     for group in (embeddings, rerank, search, ingest, ops):  # this order is the order of /openapi.json
         api.include_router(group.router)
 
-    gated = Gate(api, api_key=config.api_key, max_body_bytes=config.max_request_bytes, announce=_announcer(service),
-                 on_refused=lambda reason: service.metrics.rejected.labels(reason).inc())
-    app = Timed(gated, service)
+    def refused(reason: str) -> None:
+        service.metrics.rejected.labels(reason).inc()
+
+    gated = Gate(CatchAll(api), api_key=config.api_key, max_body_bytes=config.max_request_bytes,
+                 announce=_announcer(service), on_refused=refused)
+    hosts = HostCheck(gated, allowed=allowed_hosts(config), loopback=is_loopback(config.host), on_refused=refused)
+    app = Timed(hosts, service)
     app.state = api.state  # type: ignore[attr-defined]
     return app
 
@@ -77,7 +93,14 @@ def _lifespan(service: Service, load_in_background: bool, on_load_failed: Callab
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async def load() -> None:
-            ok = await asyncio.to_thread(service.load_or_record)
+            try:
+                ok = await asyncio.to_thread(service.load_or_record)
+            except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - any other failure (a pyo3 panic too) marks the start failed
+                logger.error("The service could not start: %s: %s", type(exc).__name__, exc, exc_info=exc)
+                service.load_error = exc
+                ok = False
             if not ok and on_load_failed is not None and service.load_error is not None:
                 on_load_failed(service.load_error)
 

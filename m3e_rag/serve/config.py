@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from m3e_rag.errors import InputError
 
-__all__ = ["ServeConfig", "API_KEY_ENV", "is_loopback", "add_serve_arguments", "config_from_args"]
+__all__ = ["ServeConfig", "API_KEY_ENV", "is_loopback", "add_serve_arguments", "config_from_args", "file_limit",
+           "connection_budget"]
 
 #: Environment variable read when ``--api-key`` is not given.
 API_KEY_ENV = "M3E_RAG_API_KEY"
@@ -28,6 +30,28 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name or a wildcard such as 0.0.0.0: reachable from elsewhere
+
+
+def file_limit() -> int | None:
+    """The process's soft limit on open files (``ulimit -n``); None where unknown or unlimited."""
+    if sys.platform == "win32":
+        return None
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY or soft <= 0 else int(soft)
+
+
+def connection_budget(limit: int | None) -> int:
+    """Most client connections a server may hold under a file limit of ``limit`` (None: unknown).
+
+    Every connection is an open file, and so are the index, the model and the log: at the file
+    limit ``accept()`` fails and every new client is reset. A quarter of the limit, at most 256
+    files, is left for the rest (1,024 -> 768 connections); with no known limit, 65,536.
+    """
+    if limit is None:
+        return 65536
+    return max(1, limit - min(256, limit // 4))
 
 
 @dataclass(frozen=True)
@@ -61,6 +85,13 @@ class ServeConfig:
         max_inputs: most texts in one request (413 above).
         max_request_bytes: most bytes in one request body (413 above).
         max_k: largest ``k`` / ``top_n`` / ``fetch_k`` accepted by search.
+        allowed_hosts: extra names accepted in the ``Host`` header, beyond the bound host (and localhost and
+            loopback IPs on a loopback bind); ``("*",)`` turns the check off (see :mod:`m3e_rag.serve.hosts`).
+        keep_alive_timeout_s: seconds an idle keep-alive connection is kept between requests.
+        header_timeout_s: seconds a connection has to send a whole request head, counted from its first
+            byte (or from the connection, for the first request): slow or silent clients are closed.
+        max_connections: most client connections held at once (None: :func:`connection_budget` of the
+            file limit); past it the longest-idle connection is closed to make room.
     """
 
     model: str | None = None
@@ -84,6 +115,10 @@ class ServeConfig:
     max_inputs: int = 2048
     max_request_bytes: int = 16 * 2**20
     max_k: int = 1000
+    allowed_hosts: tuple[str, ...] = ()
+    keep_alive_timeout_s: int = 5
+    header_timeout_s: float = 10.0
+    max_connections: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse inconsistent or unsafe settings, naming the option and the fix."""
@@ -107,8 +142,34 @@ class ServeConfig:
             raise InputError(f"on_overflow must be one of truncate, warn, error; got {self.on_overflow!r}.")
         if not 0 < self.port < 65536:
             raise InputError(f"port must be between 1 and 65535, got {self.port!r}.")
+        self._check_transport()
         if self.ingest_root is not None and not Path(self.ingest_root).is_dir():
             raise InputError(f"--ingest-root {str(self.ingest_root)!r} is not a folder; give an existing folder.")
+
+    def _check_transport(self) -> None:
+        """Refuse transport settings a server cannot keep (timeouts, the connection limit, host names)."""
+        if isinstance(self.keep_alive_timeout_s, bool) or not isinstance(self.keep_alive_timeout_s, int) \
+                or not 1 <= self.keep_alive_timeout_s <= 3600:
+            raise InputError(f"keep_alive_timeout_s must be a whole number of seconds from 1 to 3600, got "
+                             f"{self.keep_alive_timeout_s!r}.")
+        if not 0 < self.header_timeout_s <= 3600:
+            raise InputError(f"header_timeout_s must be more than 0 and at most 3600 seconds, got "
+                             f"{self.header_timeout_s!r}.")
+        if self.max_connections is not None:
+            budget = connection_budget(file_limit())
+            if isinstance(self.max_connections, bool) or not isinstance(self.max_connections, int) \
+                    or self.max_connections < 1:
+                raise InputError(f"max_connections must be a positive integer, got {self.max_connections!r}.")
+            if self.max_connections > budget:
+                raise InputError(
+                    f"--max-connections {self.max_connections} is more than the open-file limit leaves for "
+                    f"connections ({budget} of ulimit -n {file_limit()}): the server would run out of files and "
+                    "reset every new client. Lower it, or raise the limit (ulimit -n) before starting the server."
+                )
+        for name in self.allowed_hosts:
+            if not isinstance(name, str) or not name.strip() or any(c in name for c in " /,\t"):
+                raise InputError(f"--allowed-hosts takes host names such as example.com, *.example.com or '*', "
+                                 f"one per value; got {name!r}.")
 
     @property
     def has_index(self) -> bool:
@@ -152,6 +213,18 @@ def add_serve_arguments(p: Any) -> None:
     p.add_argument("--max-inputs", type=int, default=2048, help="most inputs per request before 413 (default 2048)")
     p.add_argument("--max-request-bytes", type=int, default=16 * 2**20,
                    help="largest request body before 413 (default 16 MiB)")
+    p.add_argument("--allowed-hosts", action="append", default=None, metavar="NAME",
+                   help="a name clients may send in the Host header (repeatable; *.example.com for subdomains; "
+                   "'*' turns the check off). Always accepted: the bound --host, and on a loopback bind localhost, "
+                   "127.0.0.1 and [::1]. Other names are refused (400) against DNS rebinding")
+    p.add_argument("--keep-alive-timeout", type=int, default=5, metavar="SECONDS",
+                   help="close a keep-alive connection idle this long between requests (default 5)")
+    p.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="close a connection that has not sent a whole request head this long after it began "
+                   "(default 10): silent and slow clients do not hold connections")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="most client connections at once (default: the open-file limit, ulimit -n, less a quarter "
+                   "of it or 256, whichever is fewer: 768 at 1,024); over it the longest-idle connection is closed")
 
 
 def config_from_args(args: Any) -> ServeConfig:
@@ -177,4 +250,8 @@ def config_from_args(args: Any) -> ServeConfig:
         max_queue_texts=args.max_queue_texts,
         max_inputs=args.max_inputs,
         max_request_bytes=args.max_request_bytes,
+        allowed_hosts=tuple(args.allowed_hosts or ()),
+        keep_alive_timeout_s=args.keep_alive_timeout,
+        header_timeout_s=args.header_timeout,
+        max_connections=args.max_connections,
     )

@@ -65,7 +65,7 @@ def served(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     (outside / "secret.txt").write_text(SECRET, encoding="utf-8")
     config = ServeConfig(model=str(tiny_model_path), index=base / "index", api_key=KEY, ingest_root=root,
                          max_wait_ms=1)
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as client:  # a loopback Host
         deadline = time.monotonic() + 120
         while client.get("/health").status_code != 200:
             assert time.monotonic() < deadline, "service did not become ready"

@@ -30,6 +30,9 @@ from m3e_rag.serve.batcher import Batcher, QueueFullError
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 TEXTS = ["大熊猫主要吃竹子。", "The Eiffel Tower is in Paris.", "长城是中国古代的军事防御工程。"]
+#: The clients' base URL: a loopback server answers only loopback names in the Host header (DNS rebinding),
+#: and TestClient's default host, "testserver", is not one of them.
+LOCAL = "http://127.0.0.1"
 
 
 def _wait_ready(client: TestClient) -> None:
@@ -61,7 +64,7 @@ def client(tiny_model_path: Path, roots: dict[str, Path]) -> Iterator[TestClient
     """Key, index, reranker and ingest root: everything on."""
     config = ServeConfig(model=str(tiny_model_path), index=roots["base"] / "index", api_key=KEY,
                          reranker=str(tiny_model_path), ingest_root=roots["root"], max_wait_ms=1)
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), base_url=LOCAL) as c:
         _wait_ready(c)
         yield c
 
@@ -71,7 +74,7 @@ def bare(tiny_model_path: Path) -> Iterator[TestClient]:
     """No key, no index, no reranker, small limits, over-length inputs refused."""
     config = ServeConfig(model=str(tiny_model_path), served_names=("m3e",), max_inputs=3,
                          max_request_bytes=4000, on_overflow="error")
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), base_url=LOCAL) as c:
         _wait_ready(c)
         yield c
 
@@ -306,7 +309,7 @@ def test_ingest_server_paths_stay_under_the_root(client: TestClient, roots: dict
 # --------------------------------------------------------- health, metrics
 def test_health_is_503_until_the_model_is_loaded(tiny_model_path: Path) -> None:
     app = create_app(ServeConfig(model=str(tiny_model_path)))
-    c = TestClient(app)  # no lifespan: the model never loads
+    c = TestClient(app, base_url=LOCAL)  # no lifespan: the model never loads
     r = c.get("/health")
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     r = c.post("/v1/embeddings", json={"input": "x", "model": "m"})
@@ -314,7 +317,7 @@ def test_health_is_503_until_the_model_is_loaded(tiny_model_path: Path) -> None:
 
 
 def test_failed_load_is_reported(tmp_path: Path) -> None:
-    with TestClient(create_app(ServeConfig(model=str(tmp_path / "nope")))) as c:
+    with TestClient(create_app(ServeConfig(model=str(tmp_path / "nope"))), base_url=LOCAL) as c:
         deadline = time.monotonic() + 60
         while (r := c.get("/health")).status_code == 503 and time.monotonic() < deadline:
             time.sleep(0.05)

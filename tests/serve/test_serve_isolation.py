@@ -49,7 +49,7 @@ def served(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     base = tmp_path_factory.mktemp("isolation")
     config = ServeConfig(model=str(tiny_model_path), index=base / "index", api_key=KEY, reranker=str(tiny_model_path),
                          max_wait_ms=1, max_batch_texts=4)
-    with TestClient(create_app(config), raise_server_exceptions=False) as client:
+    with TestClient(create_app(config), base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         _until(lambda: client.get("/health").status_code == 200, "the model to load")
         texts = [{"text": "大熊猫主要吃竹子，也吃竹笋。", "source": "panda"},
                  {"text": "The panda eats bamboo shoots every day.", "source": "panda-en"},

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from m3e_rag.errors import M3ERagError
 from m3e_rag.serve.auth import Receive
 from m3e_rag.serve.batcher import EmbedResult, Kind, QueueFullError
-from m3e_rag.serve.http_errors import ApiError, ClientGone, busy, from_library
+from m3e_rag.serve.http_errors import ApiError, ClientGone, busy, from_library, load_failed
 from m3e_rag.serve.service import Service
 
 __all__ = ["ServiceDep", "check_model", "need_index", "ready", "release_announcement", "run_guarded", "submit",
@@ -41,10 +41,9 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 
 
 def ready(service: Service) -> Service:
-    """The service, once its model is loaded (500 if loading failed, 503 while it loads)."""
+    """The service, once its model is loaded (503 while it loads, or with the reason if the start failed)."""
     if service.load_error is not None:
-        raise ApiError(500, f"The model failed to load: {service.load_error}", code="load_failed",
-                       type_="server_error")
+        raise load_failed(service.config, service.load_error)
     if not service.ready.is_set():
         raise busy("The model is still loading; retry in a few seconds (GET /health says when it is ready).",
                    "loading")
