@@ -28,6 +28,7 @@ from m3e_rag.encode.inputs import (
     _validate_texts,
     cap_query_chars,
     check_unicode,
+    model_text,
 )
 from m3e_rag.encode.loader import _load_model
 from m3e_rag.encode.options import DEFAULT_BATCH_SIZE, Backend, OnOverflow, _EncoderOptions
@@ -226,7 +227,7 @@ class M3EEncoder(_EncoderOptions):
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"query is {_describe(text)}; pass a non-empty string.")
         check_unicode(text)
-        text = cap_query_chars(text, self.max_seq_length)  # the window is all it reads: never tokenize 10 MB
+        text = cap_query_chars(model_text(text), self.max_seq_length)  # the window is all it reads: never 10 MB
         return self._encode([text], self.query_prompt, **self._query_side())[0]
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:

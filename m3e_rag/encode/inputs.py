@@ -16,6 +16,15 @@ Two things a query can do to a search, and how they are stopped here:
 Texts to encode (documents and queries alike) are checked here too: :func:`_validate_texts` names the first
 item that is not a non-empty string, and :func:`_check_overflow` applies the encoder's ``on_overflow``
 policy to texts longer than the model's window.
+
+**Normalised for matching** (:func:`strip_invisible`): the invisible format characters of
+:data:`INVISIBLE_CHARS` are removed before BM25 tokenises a document or a query and from the text handed
+to the model (queries and chunks alike): U+200B ZERO WIDTH SPACE, U+200C ZERO WIDTH NON-JOINER, U+200D
+ZERO WIDTH JOINER, U+2060 WORD JOINER, U+FEFF ZERO WIDTH NO-BREAK SPACE (a stray byte-order mark) and
+U+00AD SOFT HYPHEN. Pasted web text carries them inside words (``竹\u200b子``, ``Micro\u200dsoft``,
+``inter\u00adnational``), where they split one term into two and nothing matched. The stored chunk text
+and the chunk ids are left as they were (existing indexes keep their ids); BERT tokenizers such as M3E's
+already drop these characters, so M3E's vectors do not change either.
 """
 
 from __future__ import annotations
@@ -32,7 +41,36 @@ from m3e_rag.errors import InputError, InputTooLongError
 if TYPE_CHECKING:
     from m3e_rag.encode.cache import _LoadedModel
 
-__all__ = ["CHARS_PER_TOKEN_BOUND", "SURROGATE_RE", "cap_query", "cap_query_chars", "check_unicode"]
+__all__ = [
+    "CHARS_PER_TOKEN_BOUND",
+    "INVISIBLE_CHARS",
+    "SURROGATE_RE",
+    "cap_query",
+    "cap_query_chars",
+    "check_unicode",
+    "model_text",
+    "strip_invisible",
+]
+
+#: Characters removed for matching (see the module docstring): zero-width space, non-joiner and joiner,
+#: word joiner, zero-width no-break space (byte-order mark) and soft hyphen.
+INVISIBLE_CHARS = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+_DROP_INVISIBLE = dict.fromkeys(map(ord, INVISIBLE_CHARS))
+
+
+def strip_invisible(text: str) -> str:
+    """``text`` without the invisible characters of :data:`INVISIBLE_CHARS` (what BM25 tokenises)."""
+    return text.translate(_DROP_INVISIBLE)
+
+
+def model_text(text: str) -> str:
+    """The text handed to the model: :func:`strip_invisible`, unless that leaves nothing but whitespace.
+
+    A text made only of invisible characters is passed on as it is (its tokens are the model's business),
+    so that cleaning never turns an accepted text into a refused empty one.
+    """
+    cleaned = strip_invisible(text)
+    return cleaned if cleaned.strip() else text
 
 #: Characters kept per token of the window in the cheap first cut. A BERT WordPiece token of M3E's
 #: vocabulary is rarely longer than a few characters; words over 100 characters become one [UNK].
@@ -116,7 +154,7 @@ def _validate_texts(texts: object, what: str = "texts") -> list[str]:
                 "drop or replace it before encoding."
             )
         check_unicode(text, f"{what}[{i}]")  # the Rust tokenizer fails on a lone surrogate with a bare TypeError
-    return list(texts)
+    return [model_text(text) for text in texts]
 
 
 def _validate_pairs(a: str | Sequence[str], b: str | Sequence[str]) -> tuple[list[str], list[str]]:

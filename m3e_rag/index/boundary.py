@@ -8,21 +8,46 @@ one sentence saying what to do. Filters are validated up front by :func:`check_f
 Chroma's own validators, so a typo such as ``{"$bogus": 1}`` is refused before anything runs.
 
 Only exceptions raised by chromadb, sqlite3 and the OS are translated; anything else is a bug in
-m3e-rag and keeps its traceback.
+m3e-rag and keeps its traceback. That includes Rust panics inside chromadb's bindings
+(``pyo3_runtime.PanicException``, e.g. ``database disk image is malformed`` on overwritten sqlite pages):
+they derive from ``BaseException``, not ``Exception``, so they are caught by their class, never by a bare
+``except BaseException`` that would swallow Ctrl-C (``KeyboardInterrupt``), ``SystemExit``,
+``GeneratorExit`` or a cancelled task.
+
+``m3e-rag doctor`` is named only where it can help: damage it recognises in an embedded index folder.
+A Chroma server (doctor reads folders), a caller's own client, a refused argument or a request naming
+too many ids at once never point there.
 """
 
 from __future__ import annotations
 
 import errno
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from m3e_rag.errors import IndexDamagedError, InputError, M3ERagError, StoreError
 
-__all__ = ["check_filters", "store_boundary", "translate_store_error", "doctor_hint"]
+__all__ = [
+    "MAX_FILTER_DEPTH",
+    "MAX_FILTER_VALUES",
+    "check_filters",
+    "doctor_hint",
+    "is_panic",
+    "store_boundary",
+    "translate_store_error",
+]
+
+#: Deepest nesting of ``$and`` / ``$or`` a filter may have, in every search mode alike. Chroma itself
+#: refuses from 63 levels on ("Invalid where clause"); filtered BM25 used to evaluate deeper filters in
+#: Python, so one filter was accepted in sparse mode and refused in dense. Any number of conditions fits
+#: in one level: ``{"$and": [c1, c2, ..., cN]}``.
+MAX_FILTER_DEPTH = 32
+#: Most conditions and values one filter (``where`` and ``where_document`` together) may hold: each value
+#: is a variable of one sqlite statement (a ``$in`` value takes two), and sqlite allows 32,766.
+MAX_FILTER_VALUES = 10_000
 
 _WHERE_HELP = 'e.g. {"source": "a.md"}, {"page": {"$gte": 2}} or {"$and": [{...}, {...}]}'
 _WHERE_DOCUMENT_HELP = 'e.g. {"$contains": "熊猫"}, {"$regex": "^第.章"} or {"$or": [{...}, {...}]}'
@@ -47,6 +72,8 @@ _DAMAGED = (
     "invalid header",
     "unexpected end of file",
     "failed to fill whole buffer",
+    "(code: 11)",  # SQLITE_CORRUPT, as chromadb's Rust side reports it
+    "(code: 26)",  # SQLITE_NOTADB
 )
 _READ_ONLY = ("readonly", "read-only", "read only", "permission denied", "attempt to write")
 _FULL = ("database or disk is full", "no space left", "disk is full", "quota exceeded")
@@ -65,6 +92,7 @@ def check_filters(where: Mapping[str, Any] | None, where_document: Mapping[str, 
     """
     from chromadb.api.types import validate_where, validate_where_document
 
+    _check_filter_size(where, where_document)
     if where is not None:
         if not isinstance(where, Mapping):
             raise InputError(
@@ -89,6 +117,37 @@ def check_filters(where: Mapping[str, Any] | None, where_document: Mapping[str, 
                 raise InputError(
                     f"Invalid where_document filter {dict(where_document)!r}: {exc}; {_WHERE_DOCUMENT_HELP}."
                 ) from exc
+
+
+def _check_filter_size(where: object, where_document: object) -> None:
+    """Refuse a filter nested deeper than :data:`MAX_FILTER_DEPTH` or holding over :data:`MAX_FILTER_VALUES` values.
+
+    Walked iteratively (a filter 100,000 levels deep must not overflow Python's stack, and a filter that
+    contains itself must end), before Chroma's recursive validators see it.
+    """
+    count = 0
+    for name, root in (("where", where), ("where_document", where_document)):
+        stack: list[tuple[object, int]] = [(root, 0)]
+        while stack:
+            node, depth = stack.pop()
+            count += 1
+            if count > MAX_FILTER_VALUES:
+                raise InputError(
+                    f"The filters hold more than {MAX_FILTER_VALUES:,} conditions and values (sqlite allows "
+                    "32,766 variables in one statement); filter on a coarser key, or split the request."
+                )
+            if isinstance(node, Mapping):
+                for key, value in node.items():
+                    level = depth + 1 if key in ("$and", "$or") else depth
+                    if level > MAX_FILTER_DEPTH:
+                        raise InputError(
+                            f"The {name} filter nests $and/$or more than {MAX_FILTER_DEPTH} levels deep; at most "
+                            f"{MAX_FILTER_DEPTH} are allowed in every search mode. Flatten it: one "
+                            '{"$and": [c1, c2, ...]} takes any number of conditions.'
+                        )
+                    stack.append((value, level))
+            elif isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
+                stack.extend((item, depth) for item in node)
 
 
 def _check_where_keys(where: Mapping[str, Any]) -> None:
@@ -119,6 +178,20 @@ def store_boundary(action: str, location: str, *, filters: bool = False) -> Iter
         if translated is None:
             raise
         raise translated from exc
+    except BaseException as exc:  # only a Rust panic is translated; Ctrl-C, exit, cancellation pass as they are
+        if not is_panic(exc):
+            raise
+        raise (translate_store_error(exc, action, location) or StoreError(str(exc))) from exc
+
+
+def is_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Rust panic surfacing from chromadb's bindings (``pyo3_runtime.PanicException``).
+
+    pyo3 creates that class at run time as ``pyo3_runtime.PanicException`` without registering a module
+    (``import pyo3_runtime`` fails), so it is recognised by its name along its bases; it derives from
+    ``BaseException`` only.
+    """
+    return not isinstance(exc, Exception) and any(cls.__name__ == "PanicException" for cls in type(exc).__mro__)
 
 
 #: Free bytes under which a failed write is reported as a full disk. Chroma's own message for it is
@@ -140,7 +213,17 @@ def _disk_nearly_full(location: str) -> bool:
 
 def _is_foreign(exc: BaseException) -> bool:
     module = type(exc).__module__ or ""
-    return module.startswith(_FOREIGN_MODULES) or isinstance(exc, (sqlite3.Error, OSError))
+    return module.startswith(_FOREIGN_MODULES) or isinstance(exc, (sqlite3.Error, OSError)) or is_panic(exc)
+
+
+def _is_folder(location: str) -> bool:
+    """Whether ``location`` names an embedded index folder (doctor's subject), not a server or a given client."""
+    if "://" in location:
+        return False
+    try:
+        return Path(location).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 #: Packages whose exceptions the store boundary translates (Chroma and the HTTP stack under its client).
@@ -171,6 +254,11 @@ def translate_store_error(
                           "(str, int, float or bool values) and filters.")
     if not _is_foreign(exc):
         return None
+    if "too many sql variables" in lowered:  # a request naming too many ids or values at once, not damage
+        return InputError(
+            f"The request to {action} names too many ids or filter values at once for Chroma's sqlite ({message}); "
+            "split it into calls of at most 10,000 ids or values."
+        )
     if (type(exc).__module__ or "").startswith(("httpx", "httpcore", "urllib3", "requests")):
         return StoreError(f"The Chroma server at {location} did not answer ({name}: {message}) while trying to "
                           f"{action}; check that it is running (`chroma run ...`) and reachable, then retry.")
@@ -186,10 +274,13 @@ def translate_store_error(
             "writable by this user, or copy it somewhere writable and open the copy."
         )
     if any(s in lowered for s in _DAMAGED):
+        if not _is_folder(location):
+            return StoreError(
+                f"Chroma reports damaged data at {location} ({name}: {message}) while trying to {action}; check the "
+                "Chroma server's log and the storage it runs on."
+            )
         return IndexDamagedError(
             f"The index at {location} is damaged ({name}: {message}) while trying to {action}; {doctor_hint(location)}."
         )
-    return StoreError(
-        f"Chroma failed to {action} at {location} ({name}: {message}); if it persists, "
-        f"{doctor_hint(location)}."
-    )
+    return StoreError(f"Chroma failed to {action} at {location} ({name}: {message}); check the arguments, and "
+                      "if they are right and it persists, report it with this message.")

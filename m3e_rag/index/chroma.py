@@ -13,6 +13,12 @@ What it guarantees, and why:
   file embeds nothing, and a changed file replaces exactly the chunks that changed.
 - **Safe writers.** Writes go in batches under the client's max batch size and, for a folder,
   under an inter-process file lock: two unlocked writers corrupt Chroma silently.
+- **Read-only folders are searchable.** A folder this process cannot write (a read-only mount, a
+  container image) opens without the write lock, through a private copy of its Chroma files
+  (:func:`~m3e_rag.index.connect.read_only_copy`); searching and reading work, and a write is refused
+  with :class:`~m3e_rag.errors.StoreError` saying the folder is read-only.
+- **Metadata checked before writing.** Every record's metadata of a call is checked
+  (:mod:`m3e_rag.index.metadata`) before the first batch is written.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +38,8 @@ import numpy as np
 
 from m3e_rag.errors import InputError, ModelMismatchError, StoreError
 from m3e_rag.index.boundary import store_boundary, translate_store_error
-from m3e_rag.index.connect import connect, forget_shared_system
+from m3e_rag.index.chroma_version import check_chroma_version
+from m3e_rag.index.connect import connect, folder_is_read_only, forget_shared_system, read_only_copy
 from m3e_rag.index.generation import (
     bump_server_generation,
     generation_file,
@@ -42,7 +50,6 @@ from m3e_rag.index.generation import (
 from m3e_rag.index.guard import (
     META_PREFIX,
     check_built_model,
-    describe_metadata,
     expected_metadata,
     recorded_model,
     user_metadata,
@@ -51,9 +58,13 @@ from m3e_rag.index.integrity import (
     SQLITE_FILE,
     check_after_open,
     check_before_open,
+    collection_id,
     forget_collection,
+    model_in_sqlite,
+    record_checked,
     record_collection,
 )
+from m3e_rag.index.metadata import clean_metadata
 from m3e_rag.index.reads import StoreReads
 from m3e_rag.types import Metadata
 
@@ -89,45 +100,10 @@ class StoreRecord:
     metadata: Metadata
 
 
-def _clean_metadata(metadata: Mapping[str, Any]) -> Metadata | None:
-    """Drop None values (Chroma rejects them) and refuse values Chroma cannot store or filter on.
-
-    Chroma stores str, int, float and bool (and, in 1.x, non-empty lists of one such type). A dict
-    (nested metadata) or any other object is refused with the key named, as Chroma itself does;
-    it used to be turned into a JSON string silently, which no filter could then match.
-    """
-    out: Metadata = {}
-    for key, value in metadata.items():
-        if value is None:
-            continue
-        if isinstance(value, (str, int, float, bool)):
-            out[str(key)] = value
-        elif isinstance(value, list) and value and len({_scalar_kind(v) for v in value} - {None}) == 1 and all(
-            _scalar_kind(v) for v in value
-        ):
-            out[str(key)] = list(value)
-        else:
-            raise InputError(
-                f"Metadata value for key {key!r} is {type(value).__name__} ({value!r:.60}); Chroma stores only str, "
-                "int, float, bool or a non-empty list of one of those. Flatten it (e.g. "
-                f"{{'{key}.field': ...}}) or store it as a JSON string yourself."
-            )
-    return out or None
-
-
-def _scalar_kind(value: object) -> str | None:
-    """'bool', 'number' or 'str' for a value Chroma can store in a metadata list, else None."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    return "str" if isinstance(value, str) else None
-
-
 class ChromaStore(StoreReads):
     """A Chroma collection guarded for one embedding model.
 
-    Reading (``get``, ``page``, ``query``, id lookups) is inherited from
+    Reading (``get``, ``page``, ``query``, id lookups, ``describe``) is inherited from
     :class:`~m3e_rag.index.reads.StoreReads`.
 
     Args:
@@ -173,7 +149,10 @@ class ChromaStore(StoreReads):
         self.normalize = normalize
         self.chunker = dict(chunker or {})
         self._lock = None
-        if self.path is not None:
+        self._copy: Any = None  # the private copy a read-only folder is searched through
+        #: The folder cannot be written by this process: it is searched through a private copy, writes are refused.
+        self.read_only = self.path is not None and folder_is_read_only(self.path)
+        if self.path is not None and not self.read_only:
             from filelock import FileLock
 
             if self.path.exists() and not self.path.is_dir():
@@ -182,7 +161,7 @@ class ChromaStore(StoreReads):
                 self.path.mkdir(parents=True, exist_ok=True)
             self._lock = FileLock(str(self.path / ".m3e-rag-write.lock"), timeout=LOCK_TIMEOUT_S)
         # Two processes creating one fresh database at once race on its schema: open under the lock.
-        with self.write_lock(), store_boundary("open the index", self._where()):
+        with self.open_lock(), store_boundary("open the index", self._where()):
             if self.path is not None:  # before Chroma touches it: an emptied sqlite must not open as a new index
                 check_before_open(self.path, self.collection_name)
             self._client = self._connect()
@@ -196,14 +175,24 @@ class ChromaStore(StoreReads):
             return
         coll_id = str(self._collection.id)
         check_after_open(self.path, coll_id, int(self._collection.count()), self.collection_name)
+        if self.read_only:
+            return
+        record_checked(self.path)  # after Chroma's own open wrote to the file: see m3e_rag.index.integrity
         try:
             record_collection(self.path, self.collection_name, coll_id, self.model_id, self.dim)
-        except OSError as exc:  # a read-only folder can still be searched
+        except OSError as exc:
             logger.debug("could not record the collection in %s: %s", self.path, exc)
 
     # ------------------------------------------------------------- connecting
     def _connect(self) -> ClientAPI:
-        return connect(self._given_client, self._settings, self.url, self.path, self._headers)
+        if not (self.read_only and self.path is not None):
+            return connect(self._given_client, self._settings, self.url, self.path, self._headers)
+        old, self._copy = self._copy, read_only_copy(self.path)
+        if old is not None:
+            old.cleanup()
+        client = connect(None, self._settings, None, Path(self._copy.name), None)
+        weakref.finalize(self, forget_shared_system, client)  # chromadb caches a system per (copy) folder
+        return client
 
     def _expected_metadata(self) -> dict[str, Any]:
         return expected_metadata(self._user_meta, self.model_id, self.dim, self.normalize, self.chunker)
@@ -228,6 +217,11 @@ class ChromaStore(StoreReads):
         except (NotFoundError, ValueError):
             existing = None
         if existing is None:
+            if self.read_only:
+                raise StoreError(
+                    f"The read-only index at {self._where()} has no collection {self.collection_name!r}, and it "
+                    "cannot be created there; pass --collection with an existing one, or a writable folder."
+                )
             return self._client.create_collection(
                 self.collection_name,
                 configuration={"hnsw": {"space": "cosine"}},
@@ -297,9 +291,31 @@ class ChromaStore(StoreReads):
             self._collection = self._client.get_collection(self.collection_name, embedding_function=None)
 
     # --------------------------------------------------------------- writing
+    def require_writable(self, action: str = "write to it") -> None:
+        """Raise :class:`StoreError` if this index is read-only (searching it works; writing needs a writable copy)."""
+        if self.read_only:
+            raise StoreError(
+                f"The index at {self._where()} is read-only (a read-only mount or folder): it can be searched, but "
+                f"not written; to {action}, copy the folder somewhere writable and use the copy."
+            )
+
+    @contextmanager
+    def open_lock(self) -> Iterator[None]:
+        """The write lock, for opening and catching up; nothing for a read-only folder (no lock file can be made)."""
+        if self.read_only:
+            yield
+            return
+        with self.write_lock():
+            yield
+
     @contextmanager
     def write_lock(self) -> Iterator[None]:
-        """Hold the inter-process write lock (a no-op for a server, which serializes writes itself)."""
+        """Hold the inter-process write lock (a no-op for a server, which serializes writes itself).
+
+        Raises:
+            StoreError: for a read-only folder (see :meth:`require_writable`).
+        """
+        self.require_writable()
         if self._lock is None:
             yield
             return
@@ -320,11 +336,6 @@ class ChromaStore(StoreReads):
             self._lock.release()
 
     @property
-    def collection_id(self) -> str:
-        """The Chroma collection's id (a UUID string): it names the server-mode BM25 cache folder."""
-        return str(self._collection.id)
-
-    @property
     def max_batch_size(self) -> int:
         """Largest number of records Chroma accepts in one add/upsert."""
         try:
@@ -341,6 +352,8 @@ class ChromaStore(StoreReads):
             raise ModelMismatchError(
                 f"Embeddings of dimension {sorted(dims)} cannot go into an index of {self.dim}-d vectors."
             )
+        # Every record's metadata first: a bad key in the last batch must not leave the first ones written.
+        cleaned = [clean_metadata(r.metadata, f"the metadata of record {r.id!r}") for r in records]
         step = self.max_batch_size
         for start in range(0, len(records), step):
             batch = records[start : start + step]
@@ -348,7 +361,7 @@ class ChromaStore(StoreReads):
             if not np.isfinite(vectors).all():
                 raise InputError("Some embeddings hold NaN or infinite values; embed those texts again (nothing was "
                                  "written from this batch).")
-            metadatas = [_clean_metadata(r.metadata) for r in batch]
+            metadatas = cleaned[start : start + step]
             with store_boundary("write records", self._where()):
                 self._collection.upsert(
                     ids=[r.id for r in batch],
@@ -359,11 +372,12 @@ class ChromaStore(StoreReads):
 
     def update_metadata(self, ids: Sequence[str], metadatas: Sequence[Mapping[str, Any]]) -> None:
         """Replace the metadata of existing records without touching their vectors."""
+        every = [clean_metadata(m, f"the metadata of record {i!r}") for i, m in zip(ids, metadatas, strict=True)]
         step = self.max_batch_size
         for start in range(0, len(ids), step):
-            cleaned = [_clean_metadata(m) for m in metadatas[start : start + step]]
             with store_boundary("update metadata", self._where()):
-                self._collection.update(ids=list(ids[start : start + step]), metadatas=cleaned)  # type: ignore[arg-type]
+                self._collection.update(ids=list(ids[start : start + step]),
+                                        metadatas=every[start : start + step])  # type: ignore[arg-type]
 
     def delete(
         self,
@@ -386,15 +400,6 @@ class ChromaStore(StoreReads):
                 self._collection.delete(ids=doomed[start : start + step])
         return len(doomed)
 
-    def describe(self) -> dict[str, Any]:
-        """What built this index: model, dim, normalization, chunker settings, and its location."""
-        meta = self._collection.metadata or {}
-        return {
-            **describe_metadata(meta),
-            "collection": self.collection_name,
-            "location": self._where(),
-        }
-
 
 def read_index_model(path: str | Path | None = None, url: str | None = None,
                      collection: str = DEFAULT_COLLECTION) -> tuple[str, int] | None:
@@ -409,18 +414,22 @@ def read_index_model(path: str | Path | None = None, url: str | None = None,
     settings = Settings(anonymized_telemetry=False)
     location = url or str(path)
     with store_boundary("open the index", location):
-        if url is None:
+        if url is None:  # read from sqlite itself: opening through Chroma writes (and a read-only folder refuses)
             if path is None or not Path(path).expanduser().is_dir():
                 return None
             folder = Path(path).expanduser().resolve()
             check_before_open(folder, collection)  # never let Chroma turn an emptied database into a new one
             if not (folder / SQLITE_FILE).exists():
                 return None
-            client: ClientAPI = chromadb.PersistentClient(path=str(folder), settings=settings)
-        else:
-            parsed = urlparse(url if "://" in url else f"http://{url}")
-            client = chromadb.HttpClient(host=parsed.hostname or "127.0.0.1", port=parsed.port or 8000,
-                                         ssl=parsed.scheme == "https", settings=settings)
+            check_chroma_version()  # Chroma's schema is read directly
+            coll_id = collection_id(folder, collection)
+            if coll_id is None:
+                return None
+            model, dim = model_in_sqlite(folder, coll_id)
+            return None if model is None or dim is None else (model, dim)
+        parsed = urlparse(url if "://" in url else f"http://{url}")
+        client = chromadb.HttpClient(host=parsed.hostname or "127.0.0.1", port=parsed.port or 8000,
+                                     ssl=parsed.scheme == "https", settings=settings)
         try:
             col = client.get_collection(collection, embedding_function=None)
         except (NotFoundError, ValueError):

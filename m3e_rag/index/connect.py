@@ -5,10 +5,26 @@ so an unreachable server fails at open with a message saying how to start one; a
 built is used as it is. chromadb shares one client system per folder within a process and keeps
 the HNSW index in memory, so seeing another process's writes needs that cached system dropped
 first (:func:`forget_shared_system`).
+
+**A folder that cannot be written** (a read-only mount, a container image, another user's files) is
+searched through a private copy (:func:`read_only_copy`): Chroma 1.5 writes whenever it opens a folder
+(sqlite's migration bookkeeping bumps the file on every open, and the first query compacts queued
+vectors into the HNSW files), so it cannot open such a folder in place. The copy holds
+``chroma.sqlite3`` (taken with sqlite's backup API from a read-only connection, so a consistent
+snapshot even if another user's writer is active) and the HNSW segment folders, in a temporary
+folder (``$TMPDIR``) removed when the store lets go of it; it costs the index's size in temporary
+disk space and one read of the files per open, and is logged at INFO.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -18,7 +34,37 @@ from m3e_rag.errors import InputError, StoreError
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
 
-__all__ = ["connect", "forget_shared_system"]
+__all__ = ["connect", "folder_is_read_only", "forget_shared_system", "read_only_copy"]
+
+logger = logging.getLogger(__name__)
+
+_SQLITE = "chroma.sqlite3"
+_SEGMENT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def folder_is_read_only(path: Path) -> bool:
+    """Whether ``path`` holds a Chroma database this process may read but not write (a read-only mount too)."""
+    db = path / _SQLITE
+    return path.is_dir() and db.is_file() and not (os.access(path, os.W_OK) and os.access(db, os.W_OK))
+
+
+def read_only_copy(path: Path) -> tempfile.TemporaryDirectory[str]:
+    """A private, writable copy of the Chroma files of the read-only folder ``path`` (see the module doc).
+
+    The copy is removed when the returned object is cleaned up or garbage-collected.
+    """
+    copy = tempfile.TemporaryDirectory(prefix="m3e-rag-readonly-")
+    target = Path(copy.name)
+    source = sqlite3.connect(f"{(path / _SQLITE).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    with closing(source), closing(sqlite3.connect(target / _SQLITE)) as dest:
+        source.backup(dest)
+    for child in path.iterdir():
+        if child.is_dir() and _SEGMENT.fullmatch(child.name):
+            shutil.copytree(child, target / child.name)
+    size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+    logger.info("the index at %s cannot be written: searching a private copy of it (%.1f MiB in %s)",
+                path, size / 2**20, target)
+    return copy
 
 
 def connect(

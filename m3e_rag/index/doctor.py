@@ -47,10 +47,12 @@ from m3e_rag.index.integrity import (
     SQLITE_FILE,
     collection_id,
     forget_collection,
+    model_in_sqlite,
     open_for_read,
     read_manifest,
     record_collection,
     segment_state,
+    sqlite_verdict,
 )
 
 __all__ = ["Check", "DoctorReport", "diagnose", "repair", "EXIT_HEALTHY", "EXIT_DAMAGED"]
@@ -152,26 +154,6 @@ def _record_ids(folder: Path, coll_id: str) -> list[str]:
         conn.close()
 
 
-def _model_in_sqlite(folder: Path, coll_id: str) -> tuple[str | None, int | None]:
-    """The recorded (model, dim), read from sqlite itself: a damaged index may not open through Chroma.
-
-    ``read_index_model`` in :mod:`m3e_rag.index.chroma` answers the same question through Chroma, for healthy
-    indexes (the CLI's default model).
-    """
-    conn = _ro(folder / SQLITE_FILE)
-    try:
-        rows = conn.execute(
-            "SELECT key, str_value, int_value FROM collection_metadata WHERE collection_id = ? AND key IN (?, ?)",
-            (coll_id, f"{META_PREFIX}model", f"{META_PREFIX}dim"),
-        ).fetchall()
-    finally:
-        conn.close()
-    values = {key: (s if s is not None else i) for key, s, i in rows}
-    model = values.get(f"{META_PREFIX}model")
-    dim = values.get(f"{META_PREFIX}dim")
-    return (model if isinstance(model, str) else None, dim if isinstance(dim, int) else None)
-
-
 def _add(report: DoctorReport, check: Check) -> Check:
     """Record a check's outcome; a failed ``error``-level check makes the report unhealthy."""
     report.checks.append(check)
@@ -209,7 +191,7 @@ def diagnose(index: str | Path, collection: str = "m3e_rag") -> DoctorReport:
         return report
     _add(report, Check("collection", True, f"{collection!r} (id {coll_id})"))
 
-    model, dim = _model_in_sqlite(folder, coll_id)
+    model, dim = model_in_sqlite(folder, coll_id)
     report.model = model
     if model is None or dim is None:
         _add(report, Check("model", False,
@@ -242,11 +224,7 @@ def _check_sqlite(folder: Path, report: DoctorReport) -> bool:
                              "(`m3e-rag ingest PATH --index NEW`).")
         return False
     try:
-        conn = _ro(db)
-        try:
-            verdict = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchmany(5)]
-        finally:
-            conn.close()
+        verdict = sqlite_verdict(db)  # the check every open runs (m3e_rag.index.integrity.check_sqlite)
     except sqlite3.Error as exc:
         verdict = [f"unreadable: {exc}"]
     if verdict != ["ok"]:
@@ -364,7 +342,7 @@ def repair(
         from filelock import FileLock
 
         coll_id = collection_id(folder, collection)
-        _, dim = _model_in_sqlite(folder, str(coll_id))
+        _, dim = model_in_sqlite(folder, str(coll_id))
         with FileLock(str(folder / ".m3e-rag-write.lock")):
             record_collection(folder, collection, str(coll_id), after.model, int(dim or 0))
         repaired.append(f"recorded {collection!r} in {MANIFEST}")

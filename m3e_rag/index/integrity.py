@@ -18,10 +18,22 @@ damage instead of being opened as a fresh, empty index.
 The two checks:
 
 - :func:`check_before_open`: the folder holds m3e-rag's marks (the manifest or a BM25 file) but
-  ``chroma.sqlite3`` is missing, empty or unreadable, or lacks a collection the manifest records.
+  ``chroma.sqlite3`` is missing, empty or unreadable, or lacks a collection the manifest records; or
+  ``chroma.sqlite3`` fails sqlite's ``PRAGMA quick_check`` (:func:`check_sqlite`).
 - :func:`check_after_open`: a collection with records has no HNSW folder, or the HNSW header and
   the write-ahead queue together hold fewer vectors than the collection has records (a deleted or
   stale segment folder: dense search would silently reach only part of the index).
+
+**Why opening runs sqlite's integrity check.** With a few pages of ``chroma.sqlite3`` overwritten or
+zeroed, searches and ``info`` that happen not to read those pages answered as if nothing were wrong
+while ``m3e-rag doctor`` (which runs ``PRAGMA quick_check``) said damaged. Doctor is right: sqlite itself
+says the file is malformed, the records on those pages are gone from every answer without a word, and
+writing into a damaged b-tree can spread the damage. So opening runs the same check and refuses with
+:class:`~m3e_rag.errors.IndexDamagedError`. It reads the whole file (about 2-3 ms per MB from the page
+cache), so it runs only when the file changed since the last open that passed it: the file's size,
+mtime, inode and sqlite's change counter are recorded in ``.m3e-rag-checked`` after each open (Chroma
+itself writes to the file when it opens it, so the state is taken after that). A folder that cannot be
+written is checked on every open.
 """
 
 from __future__ import annotations
@@ -41,23 +53,31 @@ from typing import Any
 from m3e_rag.errors import IndexDamagedError
 from m3e_rag.index.boundary import doctor_hint
 from m3e_rag.index.chroma_version import check_chroma_version
+from m3e_rag.index.guard import META_PREFIX
 
 __all__ = [
+    "CHECKED_STAMP",
     "MANIFEST",
     "SQLITE_FILE",
     "SegmentState",
     "check_after_open",
     "check_before_open",
+    "check_sqlite",
     "collection_id",
     "forget_collection",
+    "model_in_sqlite",
     "open_for_read",
     "read_manifest",
+    "record_checked",
     "record_collection",
     "segment_state",
+    "sqlite_verdict",
 ]
 
 MANIFEST = "m3e-rag.json"
 SQLITE_FILE = "chroma.sqlite3"
+#: The state of ``chroma.sqlite3`` after the last open that passed :func:`check_sqlite` (JSON).
+CHECKED_STAMP = ".m3e-rag-checked"
 logger = logging.getLogger(__name__)
 
 _MANIFEST_FORMAT = "m3e-rag/index-manifest"
@@ -160,6 +180,92 @@ def _is_damage(exc: sqlite3.Error) -> bool:
     return any(s in text for s in ("malformed", "not a database", "no such table", "no such column", "encrypted"))
 
 
+def model_in_sqlite(folder: Path, coll_id: str) -> tuple[str | None, int | None]:
+    """The (model, dim) recorded in a collection's metadata, read from sqlite itself (read-only).
+
+    Neither opens the index through Chroma (which writes to the folder) nor needs it to be healthy.
+    """
+    with _read_only(folder / SQLITE_FILE) as conn:
+        rows = conn.execute(
+            "SELECT key, str_value, int_value FROM collection_metadata WHERE collection_id = ? AND key IN (?, ?)",
+            (coll_id, f"{META_PREFIX}model", f"{META_PREFIX}dim"),
+        ).fetchall()
+    values = {key: (s if s is not None else i) for key, s, i in rows}
+    model = values.get(f"{META_PREFIX}model")
+    dim = values.get(f"{META_PREFIX}dim")
+    return (model if isinstance(model, str) else None, dim if isinstance(dim, int) else None)
+
+
+def sqlite_verdict(db: Path) -> list[str]:
+    """What ``PRAGMA quick_check`` says of ``db`` (``["ok"]`` when whole; at most 5 findings, or why unreadable)."""
+    try:
+        with _read_only(db) as conn:
+            return [" ".join(str(r[0]).split()) for r in conn.execute("PRAGMA quick_check").fetchmany(5)]
+    except sqlite3.Error as exc:
+        if not _is_damage(exc):
+            raise
+        return [f"unreadable: {exc}"]
+
+
+def _db_state(db: Path) -> dict[str, int]:
+    """Size, mtime, inode and sqlite's file change counter (header bytes 24-27): what a change moves."""
+    st = db.stat()
+    with open(db, "rb") as handle:
+        header = handle.read(28)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino,
+            "counter": int.from_bytes(header[24:28], "big") if len(header) == 28 else -1}
+
+
+def check_sqlite(folder: Path) -> None:
+    """Refuse a ``chroma.sqlite3`` that fails sqlite's ``PRAGMA quick_check``; skipped when unchanged since it passed.
+
+    Raises:
+        IndexDamagedError: naming what sqlite found and ``m3e-rag doctor``.
+    """
+    db = folder / SQLITE_FILE
+    try:
+        state = _db_state(db)
+    except OSError as exc:  # unreadable: the checks that follow (and Chroma) say what is wrong
+        logger.debug("integrity check of %s skipped: %s", db, exc)
+        return
+    try:
+        if json.loads((folder / CHECKED_STAMP).read_text(encoding="utf-8")) == state:
+            return
+    except (OSError, ValueError):
+        pass
+    try:
+        verdict = sqlite_verdict(db)
+    except sqlite3.Error as exc:  # busy or locked: not damage; Chroma opens it (or says why not)
+        logger.debug("integrity check of %s skipped: %s", db, exc)
+        return
+    if verdict != ["ok"]:
+        raise IndexDamagedError(
+            f"The Chroma database {db} fails sqlite's integrity check ({'; '.join(verdict)[:300]}): records on the "
+            f"damaged pages are missing from every answer; {doctor_hint(str(folder))}."
+        )
+    _write_stamp(folder, state)  # the state seen before the check: any change since makes the next open check
+
+
+def record_checked(folder: Path) -> None:
+    """Record the state of ``chroma.sqlite3`` after an open that passed :func:`check_sqlite` (best effort)."""
+    try:
+        state = _db_state(folder / SQLITE_FILE)
+    except OSError as exc:
+        logger.debug("could not read the state of %s: %s", folder, exc)
+        return
+    _write_stamp(folder, state)
+
+
+def _write_stamp(folder: Path, state: dict[str, int]) -> None:
+    try:
+        payload = json.dumps(state)
+        tmp = folder / f"{CHECKED_STAMP}.{os.getpid()}.tmp"
+        tmp.write_text(payload, encoding="utf-8")
+        os.replace(tmp, folder / CHECKED_STAMP)
+    except OSError as exc:  # a read-only folder: checked again on the next open
+        logger.debug("could not record the integrity check in %s: %s", folder, exc)
+
+
 def _has_marks(folder: Path) -> list[str]:
     marks = [MANIFEST] if (folder / MANIFEST).exists() else []
     for pattern in _BM25_MARKERS:
@@ -174,15 +280,17 @@ def check_before_open(folder: Path, name: str) -> None:
         IndexDamagedError: naming what is wrong and ``m3e-rag doctor``.
     """
     marks = _has_marks(folder)
-    if not marks:
-        return  # a fresh folder (or one from before the manifest): nothing to compare against
-    check_chroma_version()  # what follows reads Chroma's sqlite schema directly
     db = folder / SQLITE_FILE
     where = str(folder)
     try:
         size = db.stat().st_size
     except FileNotFoundError:
         size = -1
+    if not marks:
+        if size > 0:  # a database m3e-rag did not mark (older versions, other tools): still checked
+            check_sqlite(folder)
+        return  # a fresh folder: nothing to compare against
+    check_chroma_version()  # what follows reads Chroma's sqlite schema directly
     if size <= 0:
         state = "missing" if size < 0 else "empty (0 bytes)"
         raise IndexDamagedError(
@@ -207,6 +315,7 @@ def check_before_open(folder: Path, name: str) -> None:
             f"{SQLITE_FILE} (the database was replaced, or the collection was deleted outside m3e-rag); "
             f"{doctor_hint(where)}."
         )
+    check_sqlite(folder)
 
 
 # --------------------------------------------------------------------------------------- HNSW

@@ -155,7 +155,7 @@ class IndexHandle:
             return
         with self._lock:
             if side is None:
-                with store.write_lock():
+                with store.open_lock():
                     store.refresh_if_moved()
                 return
             with side.locked():
@@ -169,8 +169,12 @@ class IndexHandle:
 
         The bump comes before the records change, so a writer killed midway leaves the generation
         ahead of the BM25 log: the next opener sees it and catches up instead of trusting the log.
+
+        Raises:
+            StoreError: when the index is read-only (it can be searched; writing needs a writable copy).
         """
         store = self.store
+        store.require_writable()  # before the BM25 side is opened or anything else is done
         with self._lock, ExitStack() as stack:
             side = None
             if self.use_sparse:

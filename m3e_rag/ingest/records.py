@@ -20,6 +20,7 @@ import numpy as np
 from m3e_rag.encode.encoder import M3EEncoder
 from m3e_rag.errors import InputError
 from m3e_rag.index.chroma import StoreRecord
+from m3e_rag.index.metadata import check_metadata
 from m3e_rag.ingest.index_handle import IndexHandle
 from m3e_rag.types import RetrievedChunk
 
@@ -66,6 +67,8 @@ class Records:
             raise InputError(f"Got {len(metadatas)} metadatas for {len(items)} texts; give one per text.")
         if ids is not None and len(ids) != len(items):
             raise InputError(f"Got {len(ids)} ids for {len(items)} texts; give one per text.")
+        for n, meta in enumerate(metadatas or []):  # before any text is embedded or anything written
+            check_metadata(meta, f"metadatas[{n}]")
         final_ids = [str(i) if i is not None else uuid.uuid4().hex for i in (ids or [None] * len(items))]
         dupes = sorted({i for i in final_ids if final_ids.count(i) > 1})
         if dupes:

@@ -173,12 +173,16 @@ class Searcher:
         return vec
 
     def bounded_query(self, query: str) -> str:
-        """The part of ``query`` the model reads (its window less the query prompt); lone surrogates refused."""
-        from m3e_rag.encode.inputs import cap_query, cap_query_chars, check_unicode
+        """The part of ``query`` the model reads (its window less the query prompt); lone surrogates refused.
+
+        Invisible characters are removed first (:func:`m3e_rag.encode.inputs.model_text`), so BM25 and the
+        model see the same cleaned query and the window is counted on it.
+        """
+        from m3e_rag.encode.inputs import cap_query, cap_query_chars, check_unicode, model_text
 
         check_unicode(query)
         window = self._encoder.max_seq_length
-        query = cap_query_chars(query, window)  # cheap, before the tokenizer sees it
+        query = cap_query_chars(model_text(query), window)  # cheap, before the tokenizer sees it
         prompt = self._encoder.query_prompt
         room = window - 2 - (self._encoder.count_tokens([prompt])[0] - 2 if prompt else 0)
         return cap_query(query, self._encoder.tokenizer, max(1, room))

@@ -14,6 +14,11 @@ A write records the generation it created, so the next process to open the folde
 without reading a single id from the store (open is O(snapshot), not O(store)). Limitation: the
 catch-up compares id sets, so a text overwritten in place under the same id by a writer that died
 before logging it (or by another machine) is not seen; content-derived ids (ingest) never do that.
+
+**A read-only index** (:attr:`ChromaStore.read_only`) takes no lock (no lock file can be made) and
+writes nothing: its folder is used as it is when it matches the store; when it is missing, stale or
+written by another tokenizer version, the BM25 index is built in memory from the stored texts instead
+(every open pays that, logged at INFO), so searching never needs a write.
 """
 
 from __future__ import annotations
@@ -89,12 +94,17 @@ class SparseSide:
         """The store generation the BM25 side matches (None: unknown)."""
         return self._disk.generation if self._disk is not None else self._memory_generation
 
+    @property
+    def read_only(self) -> bool:
+        """The index cannot be written: nothing is locked or written, a stale BM25 side is rebuilt in memory."""
+        return self.store.read_only
+
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the store's write lock and the folder's lock (for a server: the folder's only)."""
+        """Hold the store's write lock and the folder's lock (for a server: the folder's only; read-only: none)."""
         with ExitStack() as stack:
-            stack.enter_context(self.store.write_lock())
-            if self.folder is not None:
+            stack.enter_context(self.store.open_lock())
+            if self.folder is not None and not self.read_only:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 if self._flock is None:
                     from filelock import FileLock
@@ -111,14 +121,20 @@ class SparseSide:
             self._memory_generation = None
         else:
             try:
-                self._disk = SparseFolder.open(self.folder)
+                self._disk = SparseFolder.open(self.folder, writable=not self.read_only)
             except StoreError as exc:
-                if (self.folder / "CURRENT").exists():
-                    logger.warning("BM25 index at %s is unusable (%s); rebuilding it from the store", self.folder, exc)
-                self._disk = SparseFolder.create(self.folder)
+                if self.read_only:
+                    logger.info("BM25 index at %s is unusable (%s) and cannot be rewritten (read-only): "
+                                "building it in memory from the stored texts", self.folder, exc)
+                    self._memory, self._memory_generation = SparseIndex(), None
+                else:
+                    if (self.folder / "CURRENT").exists():
+                        logger.warning("BM25 index at %s is unusable (%s); rebuilding it from the store",
+                                       self.folder, exc)
+                    self._disk = SparseFolder.create(self.folder)
         self.sync(verify_count=True)
         old = None if self.folder is None or self.store.path is None else self.folder.parent / OLD_SPARSE_FILE
-        if old is not None and old.exists():
+        if old is not None and old.exists() and not self.read_only:
             logger.info("replaced the old single-file BM25 index %s by the folder %s", old, self.folder)
             old.unlink(missing_ok=True)
         return self.index
@@ -135,6 +151,9 @@ class SparseSide:
             changed = self._disk.refresh()
         if self.generation == target and (not verify_count or len(self.index) == self.store.count()):
             return changed
+        if self.read_only and self._disk is not None:  # a stale folder that cannot be caught up: rebuild in memory
+            logger.info("BM25 index at %s is behind the read-only store: building it in memory", self.folder)
+            self._disk, self._memory, self._memory_generation = None, SparseIndex(), None
         self._catch_up_from_store(target)
         return True
 

@@ -2,7 +2,8 @@
 
 It owns the one thing every BM25 term goes through, for documents and queries alike, and the
 version that names its output (:data:`TOKENIZER_VERSION`): a saved index tokenized by another
-version is refused, because its terms would not match the queries' terms.
+version is refused, because its terms would not match the queries' terms (the pipeline then rebuilds
+it from the stored texts when it opens the index: :mod:`m3e_rag.index.sparse.sync`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any
 
 import jieba
 
+from m3e_rag.encode.inputs import strip_invisible
 from m3e_rag.errors import InputError
 
 __all__ = ["STOPWORDS", "TOKENIZER_VERSION", "tokenize_for_bm25"]
 
 #: Version of :func:`tokenize_for_bm25`. Bump it whenever the tokens it produces could change
 #: (normalisation, segmentation mode, stopwords): a saved index with another version is refused.
-TOKENIZER_VERSION = "nfkc-jieba_search-words-stop/2"
+TOKENIZER_VERSION = "noinvisible-nfkc-jieba_search-words-stop/3"
 
 #: Tokens dropped from documents and queries: the commonest function words of each language.
 #: Kept short on purpose: BM25's idf already discounts frequent terms, the list only trims the
@@ -77,7 +79,10 @@ def _jieba() -> Any:
 def tokenize_for_bm25(text: str) -> list[str]:
     """Split a Chinese, English or mixed text into BM25 terms.
 
-    The text is NFKC-normalised (fullwidth ``ＡＢＣ１２３`` becomes ``abc123``), runs of Han
+    Invisible format characters are removed first (zero-width space, non-joiner and joiner, word joiner,
+    byte-order mark, soft hyphen: :func:`m3e_rag.encode.inputs.strip_invisible`), so ``竹\u200b子`` is
+    ``竹子`` and ``inter\u00adnational`` is ``international``. The text is then NFKC-normalised
+    (fullwidth ``ＡＢＣ１２３`` becomes ``abc123``), runs of Han
     ideographs are segmented by jieba in search mode (``中华人民共和国`` gives ``中华``,
     ``华人``, ..., ``共和国`` and the whole word), everything else is split on non-alphanumerics
     into lower-cased words and numbers (``3.14`` and ``2024`` stay whole). Punctuation, spaces
@@ -96,7 +101,7 @@ def tokenize_for_bm25(text: str) -> list[str]:
     """
     if not isinstance(text, str):
         raise InputError(f"tokenize_for_bm25 needs a str, got {type(text).__name__}; pass the chunk text")
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", strip_invisible(text))
     tokens: list[str] = []
     for i, segment in enumerate(_HAN_RUN.split(text)):
         if not segment:
