@@ -205,7 +205,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         for rank, r in enumerate(results, 1):
             text = " ".join(r.text.split())
-            out(f"{rank}. [{r.score:.4f}] {escape_text(r.source)}\n   {escape_text(text[:200])}")
+            source = escape_text(r.source) if r.source is not None else "(no source)"
+            out(f"{rank}. [{r.score:.4f}] {source}\n   {escape_text(text[:200])}")
     return 0
 
 

@@ -452,3 +452,13 @@ def test_escape_text_and_print_json_cover_c1_bidi_and_surrogates(capsys):
     out = capsys.readouterr().out
     assert not any(c in out for c in "\x1b\x9b\u202e\u2028\udcff")
     assert json.loads(out) == data
+
+
+def test_cli_prints_a_hit_without_a_source(tmp_path, tiny_model_path, capsys):
+    from m3e_rag import RAGPipeline
+    from m3e_rag.cli import main
+
+    index = tmp_path / "idx"
+    RAGPipeline(index, model_name=str(tiny_model_path)).add_texts(["熊猫吃竹子"], metadatas=[{"lang": "zh"}])
+    assert main(["search", "熊猫", "--index", str(index), "--mode", "sparse", "-k", "1"]) == 0
+    assert "(no source)" in capsys.readouterr().out
