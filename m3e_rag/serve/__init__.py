@@ -3,10 +3,11 @@
 Needs the ``serve`` extra (``pip install 'm3e-rag[serve]'``: FastAPI, uvicorn, prometheus-client).
 Importing this package imports none of them; :func:`create_app` and :func:`run` do.
 
-Modules: ``config`` (settings, no web imports), ``batcher`` (the queue and the model worker),
-``service`` (model, index, reranker), ``auth`` (key and size gate), ``metrics`` (Prometheus),
-``schemas`` (request bodies), ``routes`` (the routes, one router per group), ``http_errors`` (error
-replies), ``timing`` (per-route metrics layer), ``app`` (assembles them), ``runner`` (uvicorn with
+Modules: ``config`` (settings, no web imports), ``batcher`` (the queue and the model worker), ``fair`` (how
+each batch is shared among waiting requests), ``service`` (model, index, reranker), ``hosts`` (the Host-header
+check), ``transport`` (header deadline and connection limit), ``auth`` (key and size gate), ``metrics``
+(Prometheus), ``schemas`` (request bodies), ``routes`` (the routes, one router per group), ``http_errors``
+(error replies), ``timing`` (per-route metrics layer), ``app`` (assembles them), ``runner`` (uvicorn with
 graceful shutdown).
 """
 
