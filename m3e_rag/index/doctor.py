@@ -132,10 +132,11 @@ class DoctorReport:
         return "\n".join(lines)
 
 
-def _sparse_file(folder: Path) -> Path:
-    from m3e_rag.index.sparse.sync import SPARSE_DIR
+def _sparse_file(folder: Path, collection: str) -> Path:
+    from m3e_rag.index.chroma import DEFAULT_COLLECTION
+    from m3e_rag.index.sparse.sync import sparse_folder
 
-    return folder / SPARSE_DIR
+    return sparse_folder(folder, collection, DEFAULT_COLLECTION)
 
 
 def _ro(db: Path) -> sqlite3.Connection:
@@ -200,7 +201,7 @@ def diagnose(index: str | Path, collection: str = "m3e_rag") -> DoctorReport:
     _add(report, Check("model", True, f"{model} ({dim}-d)"))
 
     ids = _check_hnsw(folder, coll_id, report)
-    _check_bm25(folder, ids, report)
+    _check_bm25(folder, collection, ids, report)
 
     if recorded is not None and recorded.get("id") == coll_id:
         _add(report, Check("manifest", True, f"{MANIFEST} records {collection!r}", level="warning"))
@@ -275,9 +276,9 @@ def _check_hnsw(folder: Path, coll_id: str, report: DoctorReport) -> list[str]:
     return ids
 
 
-def _check_bm25(folder: Path, ids: list[str], report: DoctorReport) -> None:
+def _check_bm25(folder: Path, collection: str, ids: list[str], report: DoctorReport) -> None:
     """The ``bm25`` check (a warning): the BM25 folder's ids are the store's."""
-    sparse_path = _sparse_file(folder)
+    sparse_path = _sparse_file(folder, collection)
     if not sparse_path.exists():
         _add(report, Check("bm25", True, f"no {sparse_path.name} (built on the first sparse or hybrid search)",
                            level="warning"))
@@ -439,7 +440,7 @@ def _rebuild_bm25(folder: Path, collection: str) -> None:
             page = col.get(include=["documents"], limit=5000, offset=offset)
             index.upsert([str(i) for i in page["ids"]], [d or "" for d in (page.get("documents") or [])])
         # Generation unknown: the pipeline compares id sets once on its next open, then trusts it.
-        SparseFolder.create(_sparse_file(folder), index, generation=None)
+        SparseFolder.create(_sparse_file(folder, collection), index, generation=None)
     from chromadb.api.client import SharedSystemClient
 
     SharedSystemClient.clear_system_cache()

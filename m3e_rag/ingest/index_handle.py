@@ -21,7 +21,7 @@ from typing import Any
 from m3e_rag.encode.encoder import M3EEncoder
 from m3e_rag.index.chroma import DEFAULT_COLLECTION, ChromaStore
 from m3e_rag.index.sparse.bm25 import SparseIndex
-from m3e_rag.index.sparse.sync import SPARSE_DIR, SparseSide, server_cache_folder
+from m3e_rag.index.sparse.sync import SparseSide, server_cache_folder, sparse_folder
 from m3e_rag.ingest.chunking import Chunker
 
 __all__ = ["IndexHandle"]
@@ -123,9 +123,7 @@ class IndexHandle:
             return None  # a caller's client: no stable key to cache under; kept in memory
         if self.chroma_url is not None:
             return server_cache_folder(self.chroma_url, self.collection, self.store.collection_id)
-        # One folder per collection (the default keeps the plain name).
-        name = SPARSE_DIR if self.collection == DEFAULT_COLLECTION else f"{SPARSE_DIR}-{self.collection}"
-        return self.index_path / name
+        return sparse_folder(self.index_path, self.collection, DEFAULT_COLLECTION)
 
     @property
     def sparse_index(self) -> SparseIndex:

@@ -38,12 +38,20 @@ from m3e_rag.index.chroma import ChromaStore
 from m3e_rag.index.sparse.bm25 import SparseIndex
 from m3e_rag.index.sparse.folder import SparseFolder
 
-__all__ = ["SparseSide", "server_cache_folder", "SPARSE_CACHE_ENV", "SPARSE_DIR", "OLD_SPARSE_FILE"]
+__all__ = ["SparseSide", "server_cache_folder", "sparse_folder", "SPARSE_CACHE_ENV", "SPARSE_DIR", "OLD_SPARSE_FILE"]
 
 logger = logging.getLogger(__name__)
 
 #: Folder of the BM25 side inside an embedded index folder.
 SPARSE_DIR = "sparse_bm25"
+
+
+def sparse_folder(index: Path, collection: str, default_collection: str = "m3e_rag") -> Path:
+    """The BM25 folder of ``collection`` beside an embedded index: one per collection, the default keeps the plain name.
+
+    The one place the name is made: the pipeline writes there and ``m3e-rag doctor`` checks and repairs there.
+    """
+    return index / (SPARSE_DIR if collection == default_collection else f"{SPARSE_DIR}-{collection}")
 #: The single JSON file of m3e-rag <= 0.1 (replaced by :data:`SPARSE_DIR` on first open).
 OLD_SPARSE_FILE = "sparse_bm25.json"
 #: Environment variable naming the root of the BM25 caches of Chroma-server collections
