@@ -243,7 +243,7 @@ class Ingestor:
                 stale.extend(cid for cid in store.ids_of_source(source) if cid not in keep)
             if new:
                 # Another writer may have removed a chunk seen before the lock: embed it now.
-                vectors.update(self._embed_missing([(cid, c) for cid, c in new if cid not in vectors], report))
+                vectors.update(self._embed([(cid, c) for cid, c in new if cid not in vectors], report))
                 store.upsert([StoreRecord(cid, c.text, vectors[cid], chunk_metadata(c)) for cid, c in new])
                 report.chunks_added += len(new)
             if changed_ids:
@@ -260,9 +260,12 @@ class Ingestor:
         if not pairs:
             return {}
         held = {r.id for r in self._index.store.get(ids=[cid for cid, _ in pairs], include_text=False)}
-        todo = [(cid, c) for cid, c in pairs if cid not in held]
-        if not todo:
+        return self._embed([(cid, c) for cid, c in pairs if cid not in held], report)
+
+    def _embed(self, pairs: list[tuple[str, Chunk]], report: IngestReport) -> dict[str, Any]:
+        """Vectors of ``pairs`` by id, counted in the report."""
+        if not pairs:
             return {}
-        vectors = self._encoder.encode_documents([c.text for _, c in todo])
-        report.texts_embedded += len(todo)
-        return {cid: vectors[i] for i, (cid, _) in enumerate(todo)}
+        vectors = self._encoder.encode_documents([c.text for _, c in pairs])
+        report.texts_embedded += len(pairs)
+        return {cid: vectors[i] for i, (cid, _) in enumerate(pairs)}
