@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar, cast
 import numpy as np
 
 from m3e_rag.encode.encoder import DEFAULT_BATCH_SIZE, Backend, M3EEncoder
+from m3e_rag.encode.protocol import TextEncoder
 from m3e_rag.index.chroma import DEFAULT_COLLECTION, ChromaStore
 from m3e_rag.index.sparse.bm25 import SparseIndex
 from m3e_rag.ingest.chunking import Chunker
@@ -83,7 +84,10 @@ class RAGPipeline:
         model_name: M3E alias, hub id or local folder; None reads ``$M3E_MODEL``, then ``m3e-base``.
         chroma_url: address of a Chroma server (``http://127.0.0.1:8000``) instead of a folder.
         collection: Chroma collection name.
-        encoder: an existing :class:`M3EEncoder` to use (then model options here are ignored).
+        encoder: an existing :class:`M3EEncoder` to use (then model options here are ignored), or any
+            :class:`~m3e_rag.encode.protocol.TextEncoder`, e.g. an
+            :class:`~m3e_rag.encode.external.ExternalEncoder` over another embedding function (the index
+            records its identity and refuses another later, as for models).
         chunk_tokens: chunk budget in model tokens (<= 510 minus the document prompt).
         overlap_tokens: overlap between consecutive chunks, in tokens.
         device: torch device for the model.
@@ -113,7 +117,7 @@ class RAGPipeline:
         model_name: str | None = None,
         chroma_url: str | None = None,
         collection: str = DEFAULT_COLLECTION,
-        encoder: M3EEncoder | None = None,
+        encoder: TextEncoder | None = None,
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
         device: str | None = None,
@@ -128,7 +132,9 @@ class RAGPipeline:
         collection_metadata: Mapping[str, Any] | None = None,
     ) -> None:
         path = Path(index).expanduser()
-        self.encoder = encoder or M3EEncoder(model_name, device=device, backend=backend, batch_size=batch_size)
+        self.encoder: TextEncoder = encoder or M3EEncoder(
+            model_name, device=device, backend=backend, batch_size=batch_size
+        )
         weights = hybrid_weights or HybridWeights()
         default_reranker = load_reranker(reranker) if reranker is not None else None
         self._index = IndexHandle(

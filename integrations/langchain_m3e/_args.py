@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 
 from langchain_core.embeddings import Embeddings
 
+from m3e_rag.encode.external import ExternalEncoder
+from m3e_rag.encode.protocol import TextEncoder
 from m3e_rag.errors import InputError
 from m3e_rag.index.chroma import DEFAULT_COLLECTION
 from m3e_rag.index.guard import user_metadata
@@ -30,6 +32,7 @@ __all__ = [
     "check_collection_metadata",
     "one_of",
     "resolve_store_args",
+    "store_encoder",
     "retriever_search_kwargs",
     "write_steps",
 ]
@@ -51,6 +54,18 @@ _REFUSED_CHROMA = {
 }
 
 
+def store_encoder(embedding: Embeddings) -> TextEncoder:
+    """The encoder behind a store: M3EEmbeddings' own (shared), or any other Embeddings wrapped.
+
+    Another Embeddings is recorded in the index by its class and model (see
+    :func:`m3e_rag.encode.external.external_identity`); chunk budgets use its sentence-transformers
+    tokenizer when it has one, else an estimate.
+    """
+    if isinstance(embedding, M3EEmbeddings):
+        return embedding.encoder
+    return ExternalEncoder.wrap(embedding, embedding.embed_documents, embedding.embed_query, "langchain")
+
+
 def one_of(name: str, value: Any, alias: str, alias_value: Any) -> Any:
     """The value given under ``name`` or its ``alias``; both given and different is an error."""
     if value is not None and alias_value is not None and value != alias_value:
@@ -61,7 +76,7 @@ def one_of(name: str, value: Any, alias: str, alias_value: Any) -> Any:
 class StoreLocation(NamedTuple):
     """The store's constructor arguments once aliases are resolved and conflicts refused."""
 
-    embedding: M3EEmbeddings | None
+    embedding: Embeddings | None
     collection: str
     folder: str | Path | None
     url: str | None
@@ -70,8 +85,8 @@ class StoreLocation(NamedTuple):
 
 def resolve_store_args(
     kwargs: dict[str, Any],
-    collection_name: str | M3EEmbeddings,
-    embedding_function: M3EEmbeddings | None,
+    collection_name: str | Embeddings,
+    embedding_function: Embeddings | None,
     persist_directory: str | Path | None,
     host: str | None,
     port: int | None,
@@ -79,7 +94,7 @@ def resolve_store_args(
     client: Any,
     *,
     ssl: bool,
-    embedding: M3EEmbeddings | None,
+    embedding: Embeddings | None,
     index: str | Path | None,
     chroma_url: str | None,
     collection: str | None,
@@ -111,9 +126,9 @@ def resolve_store_args(
     given = [n for n, v in (("persist_directory", folder), ("host", url), ("client", client)) if v is not None]
     if len(given) > 1:
         raise InputError(f"M3EVectorStore: give only one of persist_directory, host and client; got {given}.")
-    if emb is not None and not isinstance(emb, M3EEmbeddings):
+    if emb is not None and not isinstance(emb, Embeddings):
         raise InputError(
-            f"M3EVectorStore takes M3EEmbeddings, got {type(emb).__name__}; it stores M3E vectors only."
+            f"M3EVectorStore takes a LangChain Embeddings (M3EEmbeddings or any other), got {type(emb).__name__}."
         )
     return StoreLocation(emb, name, folder, url, given)
 

@@ -26,7 +26,14 @@ from m3e_rag.pipeline import IngestReport, RAGPipeline
 from m3e_rag.retrieve.modes import SearchMode
 from m3e_rag.retrieve.searcher import check_threshold
 
-from ._args import check_collection_metadata, one_of, resolve_store_args, retriever_search_kwargs, write_steps
+from ._args import (
+    check_collection_metadata,
+    one_of,
+    resolve_store_args,
+    retriever_search_kwargs,
+    store_encoder,
+    write_steps,
+)
 from ._convert import to_document, to_m3e_documents
 from ._existing import require_collection
 from ._reading import StoreReads
@@ -36,11 +43,13 @@ __all__ = ["M3EVectorStore", "M3ERetriever", "to_m3e_documents"]
 
 
 class M3EVectorStore(StoreReads):
-    """A LangChain vector store backed by Chroma holding M3E vectors only: a drop-in for ``langchain_chroma.Chroma``.
+    """A LangChain vector store over Chroma, with Chinese BM25 beside it: a drop-in for ``langchain_chroma.Chroma``.
 
     Constructor (Chroma's names; exactly one location, or none for an in-memory store like Chroma):
 
-    - ``collection_name``, ``embedding_function`` (an :class:`M3EEmbeddings`), ``persist_directory``
+    - ``collection_name``, ``embedding_function`` (:class:`M3EEmbeddings` by default, or any LangChain
+      ``Embeddings``: the index records which, by class and model, and refuses another later),
+      ``persist_directory``
       (also ``index=``), ``host``/``port``/``ssl``/``headers`` (a Chroma server, with auth headers;
       also ``chroma_url=``), ``client`` (a ready chromadb client), ``client_settings``,
       ``collection_metadata`` (``hnsw:space`` only ``cosine``: see below), ``relevance_score_fn``,
@@ -66,9 +75,10 @@ class M3EVectorStore(StoreReads):
     :mod:`m3e_rag.retrieve.relevance` for how each mode maps to relevance. Differences from Chroma, on purpose:
     metadatas must be one per text (Chroma pads a short list with ``{}``); nested metadata raises
     :class:`~m3e_rag.errors.InputError` naming the key (as Chroma raises), and so do NaN and infinite
-    values (Chroma stores them as None); only M3EEmbeddings are accepted; ``collection_metadata``
-    ``{"hnsw:space": "l2"}`` (or ``"ip"``) is refused: the index is cosine space over normalized
-    vectors, where l2 and ip rank exactly as cosine (pass ``relevance_score_fn=lambda d: 1 - math.sqrt(2) * d``
+    values (Chroma stores them as None); an index opened with other embeddings than the ones that built
+    it is refused (ModelMismatchError naming them); ``collection_metadata``
+    ``{"hnsw:space": "l2"}`` (or ``"ip"``) is refused: the index is cosine space, where l2 and ip rank
+    exactly as cosine over normalized vectors (pass ``relevance_score_fn=lambda d: 1 - math.sqrt(2) * d``
     for Chroma's l2 relevance numbers).
 
     LangChain's indexing API (``langchain_core.indexing.index`` / ``aindex``, every cleanup mode)
@@ -86,8 +96,8 @@ class M3EVectorStore(StoreReads):
 
     def __init__(
         self,
-        collection_name: str | M3EEmbeddings = DEFAULT_COLLECTION,
-        embedding_function: M3EEmbeddings | None = None,
+        collection_name: str | Embeddings = DEFAULT_COLLECTION,
+        embedding_function: Embeddings | None = None,
         persist_directory: str | Path | None = None,
         host: str | None = None,
         port: int | None = None,
@@ -98,7 +108,7 @@ class M3EVectorStore(StoreReads):
         relevance_score_fn: Callable[[float], float] | None = None,
         *,
         ssl: bool = False,
-        embedding: M3EEmbeddings | None = None,
+        embedding: Embeddings | None = None,
         index: str | Path | None = None,
         chroma_url: str | None = None,
         collection: str | None = None,
@@ -114,7 +124,7 @@ class M3EVectorStore(StoreReads):
             kwargs, collection_name, embedding_function, persist_directory, host, port, headers, client,
             ssl=ssl, embedding=embedding, index=index, chroma_url=chroma_url, collection=collection,
         )
-        self._embedding: M3EEmbeddings = emb or M3EEmbeddings()
+        self._embedding: Embeddings = emb or M3EEmbeddings()
         self.override_relevance_score_fn = relevance_score_fn
         self._deleted = False
         if pipeline is not None:
@@ -138,7 +148,7 @@ class M3EVectorStore(StoreReads):
             folder if folder is not None else ".m3e_index",
             chroma_url=url,
             collection=name,
-            encoder=self._embedding.encoder,
+            encoder=store_encoder(self._embedding),
             client=client,
             client_settings=client_settings,
             headers=headers,
@@ -148,7 +158,7 @@ class M3EVectorStore(StoreReads):
 
     @property
     def embeddings(self) -> Embeddings:
-        """The embeddings object (M3EEmbeddings)."""
+        """The embeddings object the store was given (M3EEmbeddings by default)."""
         return self._embedding
 
     # ----------------------------------------------------------------- writing
@@ -268,8 +278,6 @@ class M3EVectorStore(StoreReads):
         **kwargs: Any,
     ) -> M3EVectorStore:
         """Create a store (Chroma's keywords: ``collection_name``, ``persist_directory``, ``client``...), add texts."""
-        if embedding is not None and not isinstance(embedding, M3EEmbeddings):
-            raise InputError(f"M3EVectorStore needs M3EEmbeddings, got {type(embedding).__name__}.")
         function = kwargs.pop("embedding_function", None)
         if embedding is not None and function is not None and function is not embedding:
             raise InputError("M3EVectorStore.from_texts: give embedding or embedding_function, not both.")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -30,7 +31,9 @@ from m3e_rag.encode.inputs import (
     check_unicode,
     model_text,
 )
+from m3e_rag.encode.light import light_prompts, light_shape, light_tokenizer
 from m3e_rag.encode.loader import _load_model
+from m3e_rag.encode.loading import locate_model
 from m3e_rag.encode.options import DEFAULT_BATCH_SIZE, Backend, OnOverflow, _EncoderOptions
 from m3e_rag.encode.prompts import _resolve_prompt
 from m3e_rag.encode.registry import resolve_spec
@@ -146,6 +149,10 @@ class M3EEncoder(_EncoderOptions):
         spec = resolve_spec(self.model_name)
         if spec is not None and not self.is_loaded:
             return spec.dim
+        if not self.is_loaded:
+            declared = self._declared_shape()[0]
+            if declared is not None:
+                return declared
         return self._loaded().dim
 
     @property
@@ -154,15 +161,37 @@ class M3EEncoder(_EncoderOptions):
         spec = resolve_spec(self.model_name)
         if spec is not None and not self.is_loaded:
             return spec.max_tokens
+        if not self.is_loaded:
+            declared = self._declared_shape()[1]
+            if declared is not None:
+                return declared
         return self._loaded().max_seq_length
+
+    def _declared_shape(self) -> tuple[int | None, int | None]:
+        """``(dim, window)`` from the model folder's files (no weights loaded); only for plain torch models."""
+        if self.backend != "torch" or self.trust_remote_code:
+            return None, None
+        return light_shape(self._model_folder())
 
     @property
     def tokenizer(self) -> Any:
-        """The model's own (fast) tokenizer, used to count tokens exactly as the model sees them."""
-        return self._loaded().st.tokenizer
+        """The model's own (fast) tokenizer, used to count tokens exactly as the model sees them.
+
+        Before the model is loaded this is the folder's tokenizer alone (:mod:`~m3e_rag.encode.light`), so
+        work that needs only tokens (BM25 search, chunking) never loads the weights.
+        """
+        if self.is_loaded:
+            return self._loaded().st.tokenizer
+        return light_tokenizer(self._model_folder())
+
+    def _model_folder(self) -> Path:
+        """The local folder of this encoder's model (found in the cache or downloaded; weights not loaded)."""
+        return locate_model(self.model_name, cache_folder=self.cache_folder, revision=self.revision,
+                            local_files_only=self.local_files_only)
 
     def _known_prompts(self) -> dict[str, str]:
-        return {**self._loaded().prompts, **self.prompts}
+        own = self._loaded().prompts if self.is_loaded else light_prompts(self._model_folder())
+        return {**own, **self.prompts}
 
     @property
     def query_prompt(self) -> str:

@@ -22,6 +22,8 @@ __all__ = ["resolve_model_name", "locate_model", "is_m3e"]
 logger = logging.getLogger(__name__)
 
 _TRUTHY = {"1", "true", "yes", "on"}
+#: How an index records embeddings m3e-rag did not compute (see :mod:`m3e_rag.encode.external`).
+EXTERNAL_PREFIXES = ("langchain:", "llamaindex:", "external:")
 _DEFAULT_ENDPOINT = "https://huggingface.co"
 #: How long the reachability probe of the hub (or mirror) may take before we give up.
 PROBE_TIMEOUT_S = 5.0
@@ -106,6 +108,11 @@ def check_model_folder(path: Path) -> Path:
     return path
 
 
+def is_external_identity(name: str) -> bool:
+    """Whether ``name`` is an external embeddings' identity (:func:`m3e_rag.encode.external.external_identity`)."""
+    return name.startswith(EXTERNAL_PREFIXES)
+
+
 def locate_model(
     name: str, cache_folder: str | None = None, revision: str | None = None, *, local_files_only: bool = False,
     check: Callable[[Path], Path] = check_model_folder,
@@ -119,6 +126,13 @@ def locate_model(
     local = Path(name).expanduser()
     if local.exists():
         return check(local)
+    if is_external_identity(name):
+        raise ModelLoadError(
+            f"{name!r} names framework embeddings (recorded by an index built through LangChain or LlamaIndex with "
+            "embeddings other than M3E), not a model m3e-rag can load. Open that index from Python with the same "
+            "embeddings object: langchain_m3e.M3EVectorStore(embedding_function=...) or "
+            "llama_index.vector_stores.m3e.M3EVectorStore(embed_model=...)."
+        )
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
     if looks_like_path:
         raise ModelLoadError(

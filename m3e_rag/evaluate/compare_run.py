@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from m3e_rag.encode.registry import spec_for
 from m3e_rag.evaluate.compare_cache import CompareSettings, _label, _resolved_name, _Slot
@@ -24,6 +24,7 @@ from m3e_rag.evaluate.pairs import PairSet
 from m3e_rag.evaluate.tasks import RetrievalTask
 
 if TYPE_CHECKING:
+    from m3e_rag.encode.encoder import M3EEncoder
     from m3e_rag.pipeline import RAGPipeline
 
 __all__ = ["run_model"]
@@ -144,7 +145,7 @@ def run_model(
                           report_progress)
     pair_report = None
     if pairs is not None:
-        pair_report = evaluate_pairs(pairs, rag.encoder,
+        pair_report = evaluate_pairs(pairs, cast("M3EEncoder", rag.encoder),  # built from a model name above
                                      progress=lambda done, total: report_progress("pairs", done, total))
     embedded, chunks, seconds = info.get("texts_embedded") or 0, info.get("chunks") or 0, info.get("seconds")
     per_s = None

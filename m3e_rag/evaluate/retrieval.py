@@ -35,7 +35,7 @@ from m3e_rag.evaluate.tasks import RetrievalTask
 from m3e_rag.retrieve.modes import SEARCH_MODES, SearchMode, check_k, check_mode
 
 if TYPE_CHECKING:
-    from m3e_rag.encode.encoder import M3EEncoder
+    from m3e_rag.encode.protocol import TextEncoder
     from m3e_rag.pipeline import RAGPipeline
     from m3e_rag.retrieve.rerank import Reranker, RerankerLike
 
@@ -312,10 +312,13 @@ def _index_corpus(
     )
 
 
-def _embed_queries(texts: list[str], encoder: M3EEncoder, report_progress: EvalProgress) -> Any:
+def _embed_queries(texts: list[str], encoder: TextEncoder, report_progress: EvalProgress) -> Any:
     """Every query embedded once, ``_ENCODE_STEP`` at a time, in batches of at least ``_QUERY_BATCH``."""
-    encoder = copy.copy(encoder)  # same loaded model (shared per process), own batch size
-    encoder.batch_size = max(encoder.batch_size, _QUERY_BATCH)
+    from m3e_rag.encode.encoder import M3EEncoder
+
+    if isinstance(encoder, M3EEncoder):
+        encoder = copy.copy(encoder)  # same loaded model (shared per process), own batch size
+        encoder.batch_size = max(encoder.batch_size, _QUERY_BATCH)
     parts = []
     for start in range(0, len(texts), _ENCODE_STEP):
         parts.append(encoder.encode_queries(texts[start : start + _ENCODE_STEP]))

@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.encode.protocol import TextEncoder
 from m3e_rag.index.chroma import DEFAULT_COLLECTION, ChromaStore
 from m3e_rag.index.sparse.bm25 import SparseIndex
 from m3e_rag.index.sparse.sync import SparseSide, server_cache_folder, sparse_folder
@@ -48,7 +48,7 @@ class IndexHandle:
         index_path: Path,
         chroma_url: str | None,
         collection: str,
-        encoder: M3EEncoder,
+        encoder: TextEncoder,
         chunk_tokens: int,
         overlap_tokens: int,
         use_sparse: bool,

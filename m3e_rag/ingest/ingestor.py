@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.encode.protocol import TextEncoder
 from m3e_rag.errors import InputError
 from m3e_rag.index.chroma import StoreRecord
 from m3e_rag.index.metadata import check_metadata
@@ -119,7 +119,7 @@ class Ingestor:
         encoder: the pipeline's encoder (its model loads on the first chunk).
     """
 
-    def __init__(self, index: IndexHandle, encoder: M3EEncoder) -> None:
+    def __init__(self, index: IndexHandle, encoder: TextEncoder) -> None:
         self._index = index
         self._encoder = encoder
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.encode.protocol import TextEncoder
 from m3e_rag.errors import InputError
 from m3e_rag.index.chroma import StoreRecord
 from m3e_rag.index.metadata import check_metadata
@@ -45,7 +45,7 @@ class Records:
         encoder: the pipeline's encoder (its model loads on the first text embedded).
     """
 
-    def __init__(self, index: IndexHandle, encoder: M3EEncoder) -> None:
+    def __init__(self, index: IndexHandle, encoder: TextEncoder) -> None:
         self._index = index
         self._encoder = encoder
 

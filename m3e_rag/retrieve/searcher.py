@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from m3e_rag.encode.encoder import M3EEncoder
+from m3e_rag.encode.protocol import TextEncoder
 from m3e_rag.errors import InputError
 from m3e_rag.index.boundary import check_filters
 from m3e_rag.index.chroma import ChromaStore
@@ -85,7 +85,7 @@ class Searcher:
     """
 
     def __init__(
-        self, index: IndexReader, encoder: M3EEncoder, hybrid_weights: HybridWeights, reranker: Reranker | None
+        self, index: IndexReader, encoder: TextEncoder, hybrid_weights: HybridWeights, reranker: Reranker | None
     ) -> None:
         self._index = index
         self._encoder = encoder

@@ -98,8 +98,9 @@ def test_ingest_files_through_the_store(tmp_path: Path, bilingual_model_path: Pa
 def test_bad_inputs(tmp_path: Path, tiny_model_path: Path) -> None:
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
-    with pytest.raises(InputError, match="takes M3EEmbeddings"):
-        M3EVectorStore(DeterministicFakeEmbedding(size=6), index=tmp_path / "x")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="takes a LangChain Embeddings"):  # any Embeddings is taken; not a str
+        M3EVectorStore(embedding_function="m3e-base", index=tmp_path / "x")  # type: ignore[arg-type]
+    assert M3EVectorStore(DeterministicFakeEmbedding(size=6), index=tmp_path / "x").embeddings is not None
     store = M3EVectorStore(M3EEmbeddings(model_name=str(tiny_model_path)), index=tmp_path / "y")
     with pytest.raises(InputError, match="Duplicate ids"):
         store.add_texts(["a", "b"], ids=["same", "same"])

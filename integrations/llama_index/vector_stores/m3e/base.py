@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.vector_stores.types import (
     BasePydanticVectorStore,
@@ -43,6 +44,8 @@ from llama_index.core.vector_stores.types import (
 from pydantic import PrivateAttr
 
 from m3e_rag.encode.encoder import Backend, M3EEncoder
+from m3e_rag.encode.external import ExternalEncoder
+from m3e_rag.encode.protocol import TextEncoder
 from m3e_rag.errors import InputError, refuse_unknown
 from m3e_rag.index.chroma import DEFAULT_COLLECTION, read_index_model
 from m3e_rag.pipeline import RAGPipeline
@@ -89,6 +92,24 @@ def _ref_where(ref_doc_ids: Sequence[str]) -> dict[str, Any]:
     return {"$or": [{"doc_id": {"$in": ids}}, {"source": {"$in": ids}}]}
 
 
+def _store_encoder(embed_model: Any) -> TextEncoder:
+    """An M3EEmbedding's own encoder (shared), or any other LlamaIndex ``BaseEmbedding`` wrapped.
+
+    Another embedding is recorded in the index by its class and ``model_name`` and refused if a
+    different one opens the index later (see :mod:`m3e_rag.encode.external`).
+    """
+    encoder = getattr(embed_model, "encoder", None)
+    if isinstance(encoder, M3EEncoder):
+        return encoder
+    if not isinstance(embed_model, BaseEmbedding):
+        raise InputError(
+            "embed_model must be a LlamaIndex BaseEmbedding (M3EEmbedding or any other), got "
+            f"{type(embed_model).__name__}."
+        )
+    return ExternalEncoder.wrap(embed_model, embed_model.get_text_embedding_batch, embed_model.get_query_embedding,
+                                "llamaindex")
+
+
 def _open_pipeline(
     folder: str | Path | None,
     chroma_url: str | None,
@@ -100,14 +121,9 @@ def _open_pipeline(
     connection: dict[str, Any],
 ) -> RAGPipeline:
     """The store's own pipeline: the embed_model's encoder, else one for the index's recorded model."""
-    encoder: M3EEncoder | None = None
+    encoder: TextEncoder | None = None
     if embed_model is not None:
-        encoder = getattr(embed_model, "encoder", None)
-        if not isinstance(encoder, M3EEncoder):
-            raise InputError(
-                f"embed_model must be an M3EEmbedding (its encoder is shared with the store), got "
-                f"{type(embed_model).__name__}; the index holds M3E vectors only."
-            )
+        encoder = _store_encoder(embed_model)
         if model_name is not None and model_name != encoder.model_name:
             raise InputError(
                 f"M3EVectorStore got model_name={model_name!r} and an embed_model of {encoder.model_name!r}; "
