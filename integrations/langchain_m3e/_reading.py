@@ -17,6 +17,7 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 
 from m3e_rag.errors import InputError, StoreError
+from m3e_rag.index.chroma import chroma_objects
 from m3e_rag.pipeline import RAGPipeline
 from m3e_rag.retrieve.relevance import chroma_distances
 from m3e_rag.retrieve.searcher import check_threshold
@@ -43,6 +44,27 @@ class StoreReads(VectorStore):
                 "The collection was deleted by delete_collection(); call reset_collection() to create it again."
             )
         return self.pipeline
+
+    # ------------------------------------------------- Chroma's own objects, under langchain_chroma's names
+    @property
+    def _client(self) -> Any:
+        """Chroma's client (``langchain_chroma.Chroma._client``); reads are safe, see :func:`chroma_objects`."""
+        dropped = getattr(self, "_dropped_client", None)
+        return dropped if self._deleted and dropped is not None else chroma_objects(self.pipeline.store)[0]
+
+    @property
+    def _chroma_collection(self) -> Any:
+        """Chroma's collection, None after :meth:`delete_collection` (as in ``langchain_chroma.Chroma``)."""
+        return None if self._deleted else chroma_objects(self.pipeline.store)[1]
+
+    @property
+    def _collection(self) -> Any:
+        """Chroma's collection (``db._collection.count()``); writing through it bypasses BM25 and the model guard."""
+        if self._deleted:
+            raise StoreError(
+                "Chroma collection not initialized. Use `reset_collection` to re-create and initialize the collection."
+            )
+        return chroma_objects(self.pipeline.store)[1]
 
     # ----------------------------------------------------------------- reading
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:

@@ -21,7 +21,7 @@ from langchain_core.vectorstores import VectorStoreRetriever
 from pydantic import ConfigDict, Field
 
 from m3e_rag.errors import InputError
-from m3e_rag.index.chroma import DEFAULT_COLLECTION
+from m3e_rag.index.chroma import DEFAULT_COLLECTION, chroma_objects
 from m3e_rag.pipeline import IngestReport, RAGPipeline
 from m3e_rag.retrieve.modes import SearchMode
 from m3e_rag.retrieve.searcher import check_threshold
@@ -235,6 +235,7 @@ class M3EVectorStore(StoreReads):
 
     def delete_collection(self) -> None:
         """Delete the collection (records, vectors, BM25). Later calls raise until :meth:`reset_collection`."""
+        self._dropped_client = chroma_objects(self._pipe.store)[0]  # ``_client`` still answers, as in Chroma
         self._pipe.drop()
         self._deleted = True
 

@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-__all__ = ["ChromaStore", "StoreRecord", "chunk_id", "DEFAULT_COLLECTION"]
+__all__ = ["ChromaStore", "StoreRecord", "chunk_id", "chroma_objects", "DEFAULT_COLLECTION"]
 
 logger = logging.getLogger(__name__)
 
@@ -436,3 +436,13 @@ def read_index_model(path: str | Path | None = None, url: str | None = None,
             return None
         meta = col.metadata or {}
     return recorded_model(meta)
+
+
+def chroma_objects(store: ChromaStore) -> tuple[ClientAPI, Collection]:
+    """Chroma's own client and collection under ``store`` (opened), for callers that need Chroma's API itself.
+
+    LangChain users reach ``vectorstore._client`` / ``._collection`` (``db._collection.count()`` is a
+    tutorial idiom); the adapter answers them from here. Reading through them is safe; writing
+    through them bypasses the model guard and the BM25 side (``m3e-rag doctor --repair`` rebuilds it).
+    """
+    return store._client, store._collection

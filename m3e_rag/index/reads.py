@@ -293,5 +293,7 @@ class StoreReads:
             meta: dict[str, Any] = dict(metas[i] or {})
             if include_embeddings and embs is not None:
                 meta["_embedding"] = np.asarray(embs[0][i], dtype=np.float32)
-            out.append(RetrievedChunk(cid, docs[i] or "", 1.0 - float(dists[i]), meta))
+            # a cosine in [-1, 1]: float noise can put Chroma's distance of a vector to itself at -1e-7
+            cosine = min(1.0, max(-1.0, 1.0 - float(dists[i])))
+            out.append(RetrievedChunk(cid, docs[i] or "", cosine, meta))
         return out
