@@ -145,30 +145,21 @@ class M3EEncoder(_EncoderOptions):
     # --------------------------------------------------------------- properties
     @property
     def dim(self) -> int:
-        """Embedding dimension; known from the registry without loading for M3E models."""
-        spec = resolve_spec(self.model_name)
-        if spec is not None and not self.is_loaded:
-            return spec.dim
-        if not self.is_loaded:
-            declared = self._declared_shape()[0]
-            if declared is not None:
-                return declared
-        return self._loaded().dim
+        """Embedding dimension; from the registry or the folder's files, without loading, where they say it."""
+        known = None if self.is_loaded else self._unloaded_shape()[0]
+        return known if known is not None else self._loaded().dim
 
     @property
     def max_seq_length(self) -> int:
         """Token window of the model, special tokens included (512 for M3E)."""
-        spec = resolve_spec(self.model_name)
-        if spec is not None and not self.is_loaded:
-            return spec.max_tokens
-        if not self.is_loaded:
-            declared = self._declared_shape()[1]
-            if declared is not None:
-                return declared
-        return self._loaded().max_seq_length
+        known = None if self.is_loaded else self._unloaded_shape()[1]
+        return known if known is not None else self._loaded().max_seq_length
 
-    def _declared_shape(self) -> tuple[int | None, int | None]:
-        """``(dim, window)`` from the model folder's files (no weights loaded); only for plain torch models."""
+    def _unloaded_shape(self) -> tuple[int | None, int | None]:
+        """``(dim, window)`` known without the weights: the registry's, else the folder's files (plain torch)."""
+        spec = resolve_spec(self.model_name)
+        if spec is not None:
+            return spec.dim, spec.max_tokens
         if self.backend != "torch" or self.trust_remote_code:
             return None, None
         return light_shape(self._model_folder())
@@ -180,9 +171,7 @@ class M3EEncoder(_EncoderOptions):
         Before the model is loaded this is the folder's tokenizer alone (:mod:`~m3e_rag.encode.light`), so
         work that needs only tokens (BM25 search, chunking) never loads the weights.
         """
-        if self.is_loaded:
-            return self._loaded().st.tokenizer
-        return light_tokenizer(self._model_folder())
+        return self._loaded().st.tokenizer if self.is_loaded else light_tokenizer(self._model_folder())
 
     def _model_folder(self) -> Path:
         """The local folder of this encoder's model (found in the cache or downloaded; weights not loaded)."""

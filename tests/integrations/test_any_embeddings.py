@@ -65,18 +65,17 @@ def test_files_are_chunked_within_the_approximate_budget_and_langchain_index_syn
     manager = InMemoryRecordManager("ns")
     manager.create_schema()
     docs = [Document(page_content=t, metadata={"source": f"s{i}"}) for i, t in enumerate(TEXTS)]
-    first = index(docs, manager, store, cleanup="full", source_id_key="source", key_encoder="sha256")
-    assert first["num_added"] == 3
-    assert index(docs, manager, store, cleanup="full", source_id_key="source", key_encoder="sha256")["num_skipped"] == 3
+    options = {"cleanup": "full", "source_id_key": "source", "key_encoder": "sha256"}
+    assert index(docs, manager, store, **options)["num_added"] == 3
+    assert index(docs, manager, store, **options)["num_skipped"] == 3
     # (full cleanup deletes what the record manager wrote: the ingested file's chunks are not its to delete)
-    assert index(docs[:2], manager, store, cleanup="full", source_id_key="source", key_encoder="sha256")["num_deleted"] == 1
+    assert index(docs[:2], manager, store, **options)["num_deleted"] == 1
     assert store.pipeline.store.count() == len(chunks) + 2
 
 
 def test_llamaindex_store_over_mock_embedding_and_reopening_without_it(tmp_path: Path) -> None:
     from llama_index.core import Document, StorageContext, VectorStoreIndex
     from llama_index.core.embeddings import MockEmbedding
-
     from llama_index.vector_stores.m3e import M3EVectorStore
 
     emb = MockEmbedding(embed_dim=8)
