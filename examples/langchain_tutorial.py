@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _model import pick_model  # noqa: E402
+from _model import pick_model, run  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 
 from langchain_m3e import M3EEmbeddings, M3ETextSplitter, M3EVectorStore  # noqa: E402
@@ -73,4 +73,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

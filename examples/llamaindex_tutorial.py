@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _model import pick_model  # noqa: E402
+from _model import pick_model, run  # noqa: E402
 from llama_index.core import Settings, StorageContext, VectorStoreIndex  # noqa: E402
 from llama_index.core.llms import MockLLM  # noqa: E402
 from llama_index.core.vector_stores import FilterOperator, MetadataFilter, MetadataFilters  # noqa: E402
@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     Settings.transformations = [M3ENodeParser(embed_model=Settings.embed_model, chunk_size=256, chunk_overlap=32)]
 
     # 2. A persistent store: build it once, reopen it afterwards (the same folder m3e-rag's CLI reads).
-    vector_store = M3EVectorStore(persist_dir=args.persist_dir, collection_name="quickstart")
+    #    embed_model= shares the embedding's model with the store (without it, the store would pick its own).
+    vector_store = M3EVectorStore(persist_dir=args.persist_dir, collection_name="quickstart",
+                                  embed_model=Settings.embed_model)
     if vector_store.pipeline.store.count() == 0:
         documents = M3EReader().load_data(DATA)  # GBK / Big5 / UTF-8 files all decode
         storage_context = StorageContext.from_defaults(vector_store=vector_store)
@@ -71,4 +73,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

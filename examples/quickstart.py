@@ -11,9 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _model import pick_model  # noqa: E402
+from _model import pick_model, run  # noqa: E402
 
 from m3e_rag import RAGPipeline  # noqa: E402
+from m3e_rag.retrieve.snippets import SCORE_MEANINGS, score_label, snippet  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 QUERIES = [
@@ -40,12 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     for skipped in report.files_skipped:
         print(f"  skipped {skipped.path}: {skipped.reason}")
     for query, mode in QUERIES:
+        label = score_label(mode)  # cosine (dense), fused (hybrid): what the number beside each hit is
         print(f"\nQ ({mode}): {query}")
         for rank, hit in enumerate(rag.search(query, k=args.k, mode=mode), 1):
-            text = " ".join(hit.text.split())
-            print(f"  {rank}. [{hit.score:.3f}] {Path(hit.source or '?').name}: {text[:90]}")
+            # The text around the query's words, not its first characters: the answer may lie anywhere in a chunk.
+            shown = snippet(hit.text, query, width=120)  # terminal columns
+            print(f"  {rank}. [{label} {hit.score:.3f}] {Path(hit.source or '?').name}: {shown}")
+    print()
+    for label in dict.fromkeys(score_label(mode) for _, mode in QUERIES):
+        print(f"{label}: {SCORE_MEANINGS[label]}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -32,16 +32,22 @@ from m3e_rag.encode.encoder import DEFAULT_BATCH_SIZE, Backend, M3EEncoder
 from m3e_rag.encode.protocol import TextEncoder
 from m3e_rag.index.chroma import DEFAULT_COLLECTION, ChromaStore
 from m3e_rag.index.sparse.bm25 import SparseIndex
+from m3e_rag.ingest.adopt import AdoptProgress, AdoptReport, adopt_index
 from m3e_rag.ingest.chunking import Chunker
 from m3e_rag.ingest.index_handle import IndexHandle
 from m3e_rag.ingest.ingestor import Ingestor, IngestReport, ProgressCallback
 from m3e_rag.ingest.loaders import DEFAULT_MAX_FILE_BYTES
 from m3e_rag.ingest.records import Records
+from m3e_rag.ingest.sentences import sentence_starts
+from m3e_rag.retrieve.context import DEFAULT_CONTEXT_TOKENS, ContextOptions, context_for_query
 from m3e_rag.retrieve.fusion import HybridWeights
 from m3e_rag.retrieve.modes import SearchMode
 from m3e_rag.retrieve.rerank import Reranker, RerankerLike, load_reranker
 from m3e_rag.retrieve.searcher import Searcher
-from m3e_rag.types import Document, RetrievedChunk
+from m3e_rag.types import Context, Document, RetrievedChunk
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # PEP 692 typed **options (typing.Unpack from Python 3.11)
 
 __all__ = ["RAGPipeline", "IngestReport", "DEFAULT_CHUNK_TOKENS", "DEFAULT_OVERLAP_TOKENS"]
 
@@ -75,7 +81,98 @@ class _OnPart(Generic[T]):
         setattr(getattr(obj, self.part), self.name, value)
 
 
-class RAGPipeline:
+class _RecordDoors:
+    """The record-level doors of :class:`RAGPipeline`: store, read, delete and clear records as given.
+
+    What framework VectorStores are asked to do, one record per text, over
+    :class:`~m3e_rag.ingest.records.Records`; a base class of the pipeline so each class keeps one job.
+    """
+
+    _records: Records
+    _index: IndexHandle
+
+    def add_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[str | None] | None = None,
+        embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
+    ) -> list[str]:
+        """Store each text as one record, unchunked (what a framework VectorStore is asked to do).
+
+        Args:
+            texts: the texts (each should fit the model's window; longer ones follow ``on_overflow``).
+            metadatas: one metadata dict (or None) per text, stored as given.
+            ids: one id (or None for a new random id) per text; an existing id is overwritten.
+            embeddings: one vector per text, already computed by this index's model (e.g. by a framework's
+                embed model); checked for dimension and finite values. None embeds the texts here.
+
+        Returns:
+            The ids, in the order of ``texts``.
+        """
+        return self._records.add_texts(texts, metadatas, ids, embeddings)
+
+    def get(self, ids: Sequence[str]) -> list[RetrievedChunk]:
+        """Fetch stored records by id (missing ids are left out), in the order of ``ids``."""
+        return self._records.get(ids)
+
+    def get_page(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        include_embeddings: bool = False,
+    ) -> list[RetrievedChunk]:
+        """Stored records by ids and/or filters, one page (``limit``/``offset``) in Chroma's order.
+
+        Unlike :meth:`get`, ids are optional (None: every record the filters allow). Scores are 0.0;
+        ``include_embeddings`` puts each vector in ``metadata["_embedding"]``.
+        """
+        return self._records.get_page(ids, where=where, where_document=where_document, limit=limit, offset=offset,
+                                      include_embeddings=include_embeddings)
+
+    def delete(self, *, source: str | Path | None = None, ids: Sequence[str] | None = None,
+               where: Mapping[str, Any] | None = None, where_document: Mapping[str, Any] | None = None) -> int:
+        """Delete chunks by source (a file path as ingested), ids, a metadata filter or a document filter.
+
+        Several given together must all match. An empty filter (``where={}``) is refused rather than
+        read as "everything".
+
+        Returns:
+            How many chunks were deleted.
+        """
+        return self._records.delete(source=source, ids=ids, where=where, where_document=where_document)
+
+    def reset(self) -> int:
+        """Delete every record (and its BM25 entry) but keep the collection and its model guard.
+
+        Returns:
+            How many records were deleted.
+        """
+        return self._records.reset()
+
+    def drop(self) -> None:
+        """Delete the collection itself (records, vectors, model guard) and the BM25 index beside it.
+
+        The next use of this pipeline creates a new, empty collection.
+        """
+        self._index.drop()
+
+    def adopt(self, copy_to: str | None = None, progress: AdoptProgress | None = None) -> AdoptReport:
+        """Take over this collection when langchain_chroma or LlamaIndex's ChromaVectorStore wrote it.
+
+        The stored vectors are checked against this pipeline's model (dimension, and a sample embedded
+        again) and the model is recorded; documents, ids and vectors are not rewritten. A collection in
+        l2 or ip space is refused unless ``copy_to`` names a new cosine collection to copy it into
+        (the original untouched; open the copy by that name). See :mod:`m3e_rag.ingest.adopt`.
+        """
+        return adopt_index(self._index, copy_to=copy_to, progress=progress)
+
+
+class RAGPipeline(_RecordDoors):
     """Load, chunk, embed, store and retrieve, over an embedded Chroma folder or a Chroma server.
 
     Args:
@@ -182,6 +279,8 @@ class RAGPipeline:
         follow_symlinks: bool = False,
         max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
         confine_to: Sequence[str | Path] | None = None,
+        sync: bool = False,
+        text_field: str = "text", text_column: str = "text",
     ) -> IngestReport:
         """Load, chunk, embed and store files, folders, texts or Documents.
 
@@ -203,6 +302,10 @@ class RAGPipeline:
                 stream: memory does not grow with them.
             confine_to: folders every file must lie in, checked on the opened file (a path swapped
                 for a link out of them after any earlier check is skipped unread and reported).
+            sync: also remove the chunks of files gone from the folders in ``paths`` (only files confirmed gone;
+                see :mod:`m3e_rag.ingest.sync`). Default False: an ingest deletes nothing it was not asked to.
+            text_field: the key holding the text in JSON and JSONL records (CLI: ``--text-field``).
+            text_column: the column holding the text in CSV/TSV files (CLI: ``--text-column``).
 
         Re-ingesting a source replaces its chunks: unchanged chunks are kept (not re-embedded),
         new ones added, stale ones removed. Sources not mentioned are untouched. A bad file never
@@ -219,77 +322,7 @@ class RAGPipeline:
         return self._ingestor.ingest(paths, texts=texts, documents=documents, sources=sources, metadatas=metadatas,
                                      include=include, exclude=exclude, progress=progress,
                                      follow_symlinks=follow_symlinks, max_file_bytes=max_file_bytes,
-                                     confine_to=confine_to)
-
-    def add_texts(
-        self,
-        texts: Sequence[str],
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        ids: Sequence[str | None] | None = None,
-        embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
-    ) -> list[str]:
-        """Store each text as one record, unchunked (what a framework VectorStore is asked to do).
-
-        Args:
-            texts: the texts (each should fit the model's window; longer ones follow ``on_overflow``).
-            metadatas: one metadata dict (or None) per text, stored as given.
-            ids: one id (or None for a new random id) per text; an existing id is overwritten.
-            embeddings: one vector per text, already computed by this index's model (e.g. by a framework's
-                embed model); checked for dimension and finite values. None embeds the texts here.
-
-        Returns:
-            The ids, in the order of ``texts``.
-        """
-        return self._records.add_texts(texts, metadatas, ids, embeddings)
-
-    def get(self, ids: Sequence[str]) -> list[RetrievedChunk]:
-        """Fetch stored records by id (missing ids are left out), in the order of ``ids``."""
-        return self._records.get(ids)
-
-    def get_page(
-        self,
-        ids: Sequence[str] | None = None,
-        *,
-        where: Mapping[str, Any] | None = None,
-        where_document: Mapping[str, Any] | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        include_embeddings: bool = False,
-    ) -> list[RetrievedChunk]:
-        """Stored records by ids and/or filters, one page (``limit``/``offset``) in Chroma's order.
-
-        Unlike :meth:`get`, ids are optional (None: every record the filters allow). Scores are 0.0;
-        ``include_embeddings`` puts each vector in ``metadata["_embedding"]``.
-        """
-        return self._records.get_page(ids, where=where, where_document=where_document, limit=limit, offset=offset,
-                                      include_embeddings=include_embeddings)
-
-    def delete(self, *, source: str | Path | None = None, ids: Sequence[str] | None = None,
-               where: Mapping[str, Any] | None = None, where_document: Mapping[str, Any] | None = None) -> int:
-        """Delete chunks by source (a file path as ingested), ids, a metadata filter or a document filter.
-
-        Several given together must all match. An empty filter (``where={}``) is refused rather than
-        read as "everything".
-
-        Returns:
-            How many chunks were deleted.
-        """
-        return self._records.delete(source=source, ids=ids, where=where, where_document=where_document)
-
-    def reset(self) -> int:
-        """Delete every record (and its BM25 entry) but keep the collection and its model guard.
-
-        Returns:
-            How many records were deleted.
-        """
-        return self._records.reset()
-
-    def drop(self) -> None:
-        """Delete the collection itself (records, vectors, model guard) and the BM25 index beside it.
-
-        The next use of this pipeline creates a new, empty collection.
-        """
-        self._index.drop()
+                                     confine_to=confine_to, sync=sync, text_field=text_field, text_column=text_column)
 
     def search(
         self,
@@ -370,3 +403,10 @@ class RAGPipeline:
     def stats(self) -> dict[str, Any]:
         """Model, dimension, chunk and source counts, and where the index lives."""
         return self._index.stats()
+
+    def context(
+        self, query: str, budget_tokens: int = DEFAULT_CONTEXT_TOKENS, **options: Unpack[ContextOptions]
+    ) -> Context:
+        """The best hits as merged, cited pieces within ``budget_tokens`` (:mod:`m3e_rag.retrieve.context`)."""
+        return context_for_query(self._searcher, self._index, self.encoder, query, budget_tokens, sentence_starts,
+                                 **options)

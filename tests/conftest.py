@@ -11,7 +11,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import standins
+from tests.support.net import free_port
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +50,6 @@ def _fresh_chroma_clients() -> Iterator[None]:
     SharedSystemClient.clear_system_cache()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `chroma run` server on 127.0.0.1 for the session; yields its URL."""
@@ -63,7 +57,7 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not Path(chroma).exists():
         pytest.fail("the `chroma` command (from the chromadb package) is not installed")
     data = tmp_path_factory.mktemp("chroma-server")
-    port = _free_port()
+    port = free_port()
     log = open(data / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [chroma, "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],

@@ -372,8 +372,11 @@ class M3ERetriever(BaseRetriever):
             raise InputError(f"Unknown search options {sorted(unknown)}; use {sorted(options)} (or filter, top_k).")
         options.update(kwargs)
         k = options.pop("k")
-        results = self.vectorstore._pipe.search(query, k, **options)
-        return [to_document(r) for r in results]
+        return self._answer(query, k, options)
+
+    def _answer(self, query: str, k: int, options: dict[str, Any]) -> list[Document]:
+        """The Documents for one query: the ``k`` best chunks (a context retriever assembles them instead)."""
+        return [to_document(r) for r in self.vectorstore._pipe.search(query, k, **options)]
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any

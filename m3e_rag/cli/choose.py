@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+from m3e_rag.cli.options import BACKEND_HELP, DEVICE_HELP, add_model_options
 from m3e_rag.cli.output import out, print_json
 from m3e_rag.errors import InputError
 
@@ -41,11 +42,9 @@ def add_choose_commands(sub: Any) -> None:
         description="Embed both sentences alike (document-side prompt, never a retrieval instruction) and print "
         "their cosine. M3E's cosines cluster high: compare scores with each other, not with a fixed threshold.",
     )
-    p_sim.add_argument("sentence1")
-    p_sim.add_argument("sentence2")
-    p_sim.add_argument("--model", default=None, help="alias, hub id or local folder (default: $M3E_MODEL)")
-    p_sim.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p_sim.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"])
+    p_sim.add_argument("sentence1", help="the first sentence")
+    p_sim.add_argument("sentence2", help="the second sentence")
+    add_model_options(p_sim, model_help="M3E alias, hub id or local folder (default: $M3E_MODEL, else m3e-base)")
     p_sim.add_argument("--prompt", default=None, help="prompt for both sentences (default: the document prompt)")
     p_sim.add_argument("--json", action="store_true", help="print JSON on stdout")
 
@@ -67,8 +66,9 @@ def add_choose_commands(sub: Any) -> None:
     p_cmp.add_argument("--latency-queries", type=int, default=50, help="single queries timed (default 50)")
     p_cmp.add_argument("--chunk-tokens", type=int, default=None, help="chunk budget in model tokens")
     p_cmp.add_argument("--overlap-tokens", type=int, default=None, help="overlap between chunks in tokens")
-    p_cmp.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p_cmp.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"])
+    p_cmp.add_argument("--device", default=None, help=DEVICE_HELP)
+    p_cmp.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+                       help=BACKEND_HELP + " (default: %(default)s)")
     p_cmp.add_argument("--cache-dir", default=None, help="indexes and results (default: .m3e_compare)")
     p_cmp.add_argument("--fresh", action="store_true", help="measure again even if a result is cached")
     p_cmp.add_argument("--in-process", action="store_true",

@@ -19,11 +19,13 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from m3e_rag.cli.adopt import ADOPT_COMMANDS, add_adopt_command
 from m3e_rag.cli.choose import CHOOSE_COMMANDS, add_choose_commands
+from m3e_rag.cli.delete import DELETE_COMMANDS, add_delete_command
 from m3e_rag.cli.evaluate import EVAL_COMMANDS, add_eval_command
 from m3e_rag.cli.index import INDEX_COMMANDS, add_index_commands
 from m3e_rag.cli.ingest import INGEST_COMMANDS, add_ingest_commands
-from m3e_rag.cli.options import Parser
+from m3e_rag.cli.options import Parser, name_the_flags
 from m3e_rag.cli.output import escape_text
 from m3e_rag.cli.serve import SERVE_COMMANDS, add_serve_command
 from m3e_rag.errors import IndexDamagedError, M3ERagError
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest_commands(sub)  # ingest, search
     add_eval_command(sub)
     add_index_commands(sub)  # info, doctor
+    add_delete_command(sub)
+    add_adopt_command(sub)
     add_serve_command(sub)
     add_choose_commands(sub)  # models, similarity, compare
     return parser
@@ -66,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-    commands = {**INGEST_COMMANDS, **EVAL_COMMANDS, **INDEX_COMMANDS, **SERVE_COMMANDS, **CHOOSE_COMMANDS}
+    commands = {**INGEST_COMMANDS, **EVAL_COMMANDS, **INDEX_COMMANDS, **SERVE_COMMANDS, **CHOOSE_COMMANDS,
+                **ADOPT_COMMANDS, **DELETE_COMMANDS}
     handler = commands[args.command]
     try:
         return handler(args)
@@ -76,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {_one_line(exc)}\n")
         return EXIT_DAMAGED
     except M3ERagError as exc:
-        sys.stderr.write(f"error: {_one_line(exc)}\n")
+        # The library names its Python arguments (chunk_tokens=); a command-line user typed flags.
+        sys.stderr.write(f"error: {name_the_flags(_one_line(exc))}\n")
         return EXIT_INPUT
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")

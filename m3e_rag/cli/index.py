@@ -8,12 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from m3e_rag.cli.options import DEFAULT_INDEX
-from m3e_rag.cli.output import escape_text, out, print_json
-from m3e_rag.errors import InputError
+from m3e_rag.cli.options import DEFAULT_INDEX, add_model_options, check_index_folder
+from m3e_rag.cli.output import format_fields, out, print_json
 
 __all__ = ["INDEX_COMMANDS", "add_index_commands"]
 
@@ -21,13 +19,13 @@ __all__ = ["INDEX_COMMANDS", "add_index_commands"]
 def add_index_commands(sub: Any) -> None:
     """Add the ``info`` and ``doctor`` subcommands to the ``m3e-rag`` parser."""
     p_info = sub.add_parser("info", help="describe the model, or an index with --index")
-    p_info.add_argument("--model", default=None, help="M3E alias, hub id or local folder (default: $M3E_MODEL)")
-    p_info.add_argument("--device", default=None)
-    p_info.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"])
+    add_model_options(p_info, model_help=(
+        "M3E alias, hub id or local folder to describe (default: $M3E_MODEL, else m3e-base); with --index, it "
+        "must be the model the index was built with"))
     p_info.add_argument("--json", action="store_true", help="print JSON on stdout")
-    p_info.add_argument("--index", default=None, help="describe this index folder")
+    p_info.add_argument("--index", default=None, help="describe this index folder (default: describe the model)")
     p_info.add_argument("--chroma-url", default=None, help="describe this Chroma server's collection")
-    p_info.add_argument("--collection", default="m3e_rag")
+    p_info.add_argument("--collection", default="m3e_rag", help="collection name (default: %(default)s)")
 
     p_doctor = sub.add_parser(
         "doctor", help="check an index folder for damage; --repair rebuilds what can be rebuilt",
@@ -48,6 +46,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """``m3e-rag doctor``: the report; exit 0 when healthy, 3 when damaged."""
     from m3e_rag.index.doctor import run
 
+    check_index_folder(args.index)  # a typo in --index is "not found" (exit 2), not a damaged index (exit 3)
     report = run(args.index, args.collection, do_repair=args.repair, model_name=args.model)
     if args.json:
         print_json(report.to_dict())
@@ -59,8 +58,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     """``m3e-rag info``: the model's facts, or with ``--index``/``--chroma-url`` the index's."""
     if args.index or args.chroma_url:
-        if args.chroma_url is None and not Path(args.index).expanduser().is_dir():
-            raise InputError(f"Index folder {args.index!r} does not exist.")
+        if args.chroma_url is None:
+            check_index_folder(args.index)
         args.index = args.index or DEFAULT_INDEX
         from m3e_rag.index.info import index_stats  # reads what the index records: no model is loaded
 
@@ -73,8 +72,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
     else:
-        for key, value in data.items():
-            out(f"{key}: {escape_text(str(value))}")
+        out(format_fields(data))
     return 0
 
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from m3e_rag.cli.options import RERANKER_HELP, add_common_options
+from m3e_rag.cli.hits import print_hits, why_no_results
+from m3e_rag.cli.options import RERANKER_HELP, add_common_options, check_index_folder
 from m3e_rag.cli.output import escape_text, out, print_json
 from m3e_rag.errors import InputError
 
@@ -64,10 +65,20 @@ def add_ingest_commands(sub: Any) -> None:
         "or with a unit, e.g. 200M, 2G; 'none' for no limit (default: 512M; text files stream, so memory does not "
         "grow with them)",
     )
+    p_ingest.add_argument(
+        "--sync", action="store_true",
+        help="also remove the chunks of files no longer present under the folders given (only files confirmed gone, "
+        "only under these folders and --include/--exclude; a file skipped this run keeps its chunks) (default: off: "
+        "an ingest deletes nothing unasked)",
+    )
+    p_ingest.add_argument("--text-column", default="text", metavar="NAME",
+                          help="the column holding the text in CSV/TSV files (default: %(default)s)")
+    p_ingest.add_argument("--text-field", default="text", metavar="KEY",
+                          help="the key holding the text in JSON and JSONL records (default: %(default)s)")
     add_common_options(p_ingest)
 
     p_search = sub.add_parser("search", help="search an index")
-    p_search.add_argument("query")
+    p_search.add_argument("query", help="what to look for: a question or words, Chinese or English")
     p_search.add_argument("-k", type=int, default=4, help="number of results (default 4)")
     p_search.add_argument("--where", default=None, help='metadata filter as JSON, e.g. \'{"file_type": "md"}\'')
     p_search.add_argument(
@@ -124,6 +135,22 @@ def _print_ingest_report(report: Any, as_json: bool) -> None:
         out(f"  skipped {escape_text(skipped.path)}: {escape_text(skipped.reason)}")
     for note in report.notes:
         out(f"  note {escape_text(note.path)}: {escape_text(note.reason)}")
+    if report.synced:
+        out(f"sync: {len(report.sources_removed)} files no longer present, their chunks removed")
+    for gone in report.sources_removed:
+        out(f"  removed {escape_text(gone.source)}: {gone.chunks} chunks (the file is gone)")
+    for kept in report.sources_kept:
+        out(f"  kept {escape_text(kept.path)}: {escape_text(kept.reason)}")
+
+
+def _terminal_bar(args: argparse.Namespace, rag: Any, encoder: Any) -> Any:
+    """The ingest's progress bar on a terminal, moved per batch by ``encoder`` (see :mod:`.progress`)."""
+    from m3e_rag.cli.progress import IngestBar, estimate_chunks, walk_totals
+
+    files, sizes = walk_totals(args.paths, args.include, args.exclude, args.follow_symlinks, args.max_file_size)
+    bar = IngestBar(files, sum(sizes), estimate_chunks(sizes, rag.chunk_tokens, rag.overlap_tokens))
+    encoder.on_embedded = bar.embedded
+    return bar
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -136,27 +163,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         kwargs["chunk_tokens"] = args.chunk_tokens
     if args.overlap_tokens is not None:
         kwargs["overlap_tokens"] = args.overlap_tokens
-    rag = _pipeline(args, **kwargs)
-    bar = None
-    if sys.stderr.isatty():
-        from tqdm import tqdm
+    terminal = sys.stderr.isatty()  # a bar with a total, rate and ETA; piped and --json output stay as they were
+    if terminal:
+        from m3e_rag.cli.progress import CountingEncoder
 
-        bar = tqdm(total=None, unit="chunk", desc="ingest", file=sys.stderr)
+        kwargs["encoder"] = CountingEncoder(_model_for_index(args), device=args.device, backend=args.backend)
+    rag = _pipeline(args, **kwargs)
+    bar = _terminal_bar(args, rag, kwargs["encoder"]) if terminal else None
 
     log = logging.getLogger("m3e_rag.cli")
 
     def progress(done: int, total: int) -> None:
         log.info("ingest progress: %d/%d chunks", done, total)
-        if bar is not None:  # an ingest streams: the total is known only at the end
-            bar.n = done
-            bar.refresh()
+        if bar is not None:
+            bar.step(done, total)
 
     from m3e_rag.ingest.run import IngestInterrupted
 
     try:
         report = rag.ingest(
             args.paths, include=args.include, exclude=args.exclude, progress=progress,
-            follow_symlinks=args.follow_symlinks, max_file_bytes=args.max_file_size,
+            follow_symlinks=args.follow_symlinks, max_file_bytes=args.max_file_size, sync=args.sync,
+            text_field=args.text_field, text_column=args.text_column,
         )
     except IngestInterrupted as stop:
         if bar is not None:
@@ -193,8 +221,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from m3e_rag.index.boundary import check_filters
 
     check_filters(where, where_document)  # refuse a bad filter before the model loads
-    if args.chroma_url is None and not Path(args.index).expanduser().is_dir():
-        raise InputError(f"Index folder {args.index!r} does not exist; run `m3e-rag ingest PATH --index {args.index}`.")
+    if args.chroma_url is None:
+        check_index_folder(args.index)
     rag = _pipeline(args)
     if args.rerank_top_n is not None and args.reranker is None:
         raise InputError("--rerank-top-n needs --reranker NAME_OR_FOLDER.")
@@ -202,11 +230,17 @@ def cmd_search(args: argparse.Namespace) -> int:
                          reranker=args.reranker, rerank_top_n=args.rerank_top_n)
     if args.json:
         print_json([{"id": r.id, "text": r.text, "score": r.score, "metadata": r.metadata} for r in results])
-    else:
-        for rank, r in enumerate(results, 1):
-            text = " ".join(r.text.split())
-            source = escape_text(r.source) if r.source is not None else "(no source)"
-            out(f"{rank}. [{r.score:.4f}] {source}\n   {escape_text(text[:200])}")
+    mode = args.mode or ("hybrid" if rag.use_sparse else "dense")
+    if not results:  # never silence: say so, and why when the index or a filter explains it
+        target = (f"--chroma-url {args.chroma_url} --collection {args.collection}" if args.chroma_url
+                  else f"--index {args.index}")
+        why = f"no results: {why_no_results(rag, mode, where, where_document, target)}"
+        if args.json:
+            sys.stderr.write(escape_text(why) + "\n")  # stdout stays the JSON list scripts parse: []
+        else:
+            out(why)
+    elif not args.json:
+        print_hits(results, args.query, mode)
     return 0
 
 

@@ -16,7 +16,7 @@ import re
 import sys
 from typing import Any
 
-__all__ = ["escape_text", "print_json", "out"]
+__all__ = ["escape_text", "format_fields", "print_json", "out"]
 
 #: Bidirectional formatting characters (marks, embeddings, overrides, isolates): they reorder what
 #: is displayed after them ("Trojan Source").
@@ -57,3 +57,46 @@ def print_json(data: Any) -> None:
 def out(text: str) -> None:
     """Write ``text`` (control characters escaped, line breaks kept) and a newline on stdout."""
     sys.stdout.write(escape_text(text, newlines=True) + "\n")
+
+
+def _chunker(settings: dict[str, Any]) -> str:
+    """Chunker settings in words: ``256 tokens per chunk, 32 tokens of overlap (chunker version 2)``."""
+    rest = dict(settings)
+    words = []
+    if "max_tokens" in rest:
+        words.append(f"{rest.pop('max_tokens')} tokens per chunk")
+    if "overlap_tokens" in rest:
+        words.append(f"{rest.pop('overlap_tokens')} tokens of overlap")
+    version = rest.pop("chunker_version", None)
+    words.extend(f"{key.replace('_', ' ')} {_value(value)}" for key, value in rest.items())
+    return ", ".join(words) + (f" (chunker version {version})" if version is not None else "")
+
+
+def _value(value: Any) -> str:
+    """One setting's value as a person reads it: yes/no, ``-`` for none, ``""`` shown as (empty), lists joined."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value if value else "(empty)"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_value(v)}" for key, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_value(v) for v in value) or "-"
+    return str(value)
+
+
+def format_fields(data: dict[str, Any]) -> str:
+    """``key: value`` lines, values aligned, for settings and counts (``m3e-rag info``); not a dict dump.
+
+    Keys are spelled with spaces (``max seq length``); ``--json`` keeps the machine names. Chunker settings are
+    spelled out in words.
+    """
+    names = {key: key.replace("_", " ") for key in data}
+    width = max((len(name) for name in names.values()), default=0) + 1
+    lines = []
+    for key, value in data.items():
+        text = _chunker(value) if key == "chunker" and isinstance(value, dict) else _value(value)
+        lines.append(f"{(names[key] + ':').ljust(width)} {escape_text(text)}")
+    return "\n".join(lines)

@@ -11,6 +11,7 @@ read here, by :class:`~m3e_rag.index.chroma.ChromaStore`, and straight from sqli
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from m3e_rag.errors import InputError, ModelMismatchError
 __all__ = [
     "FORMAT_VERSION",
     "META_PREFIX",
+    "adopt_command",
     "check_built_model",
     "describe_metadata",
     "expected_metadata",
@@ -93,8 +95,9 @@ def check_built_model(meta: Mapping[str, Any], collection: str, where: str, mode
     built_dim = meta.get(f"{META_PREFIX}dim")
     if built_model is None:
         raise ModelMismatchError(
-            f"Collection {collection!r} at {where} was not created by m3e-rag (no model "
-            "recorded); use another collection name or index folder."
+            f"Collection {collection!r} at {where} was not created by m3e-rag (no model recorded). If it was "
+            "written by langchain_chroma.Chroma or LlamaIndex's ChromaVectorStore with this model, adopt it once: "
+            f"{adopt_command(where, collection, model_id)}; or use another collection name or index folder."
         )
     if built_dim != dim or not same_model(str(built_model), model_id):
         raise ModelMismatchError(
@@ -103,6 +106,15 @@ def check_built_model(meta: Mapping[str, Any], collection: str, where: str, mode
             f"Open it with model {built_model!r}, or rebuild: ingest into a new index folder or collection "
             "(the existing one is untouched)."
         )
+
+
+def adopt_command(where: str, collection: str, model_id: str) -> str:
+    """The ``m3e-rag adopt`` command line for a collection at ``where`` (a folder or a server's address)."""
+    if where == "the given Chroma client":
+        return f"m3e_rag.ingest.adopt.adopt_collection(client=..., collection={collection!r}, encoder=...)"
+    flag = "--chroma-url" if "://" in where else "--index"
+    quoted = [shlex.quote(part) for part in (where, collection, model_id)]
+    return f"m3e-rag adopt {flag} {quoted[0]} --collection {quoted[1]} --model {quoted[2]}"
 
 
 def describe_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:

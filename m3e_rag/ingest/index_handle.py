@@ -81,6 +81,11 @@ class IndexHandle:
         self._lock = threading.RLock()
 
     @property
+    def chroma_options(self) -> dict[str, Any]:
+        """The connection options the store is opened with (client, settings, headers, collection metadata)."""
+        return dict(self._chroma_options)
+
+    @property
     def sparse_side(self) -> SparseSide | None:
         """The BM25 side once opened (None before the first search or write that needs it)."""
         return self._sparse_side

@@ -6,7 +6,8 @@ framework Documents), drives an :class:`~m3e_rag.ingest.run.IngestRun` over them
 deferred to the end of a step, and commits each step to the index
 (:class:`~m3e_rag.ingest.index_handle.IndexHandle`) under its write lock: chunks already stored are
 kept (their metadata refreshed when it changed), new ones embedded and stored, and the stale
-chunks of the sources the step finishes deleted.
+chunks of the sources the step finishes deleted. With ``sync=True``, a last step removes the chunks of
+the files gone from the folders given (:mod:`m3e_rag.ingest.sync`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from m3e_rag.index.chroma import StoreRecord
 from m3e_rag.index.metadata import check_metadata
 from m3e_rag.ingest.index_handle import IndexHandle
 from m3e_rag.ingest.loaders import DEFAULT_MAX_FILE_BYTES, FileLoader, SkippedFile, StreamedDocument, load_texts
-from m3e_rag.ingest.run import IngestInterrupted, IngestRun, sigint_deferred
+from m3e_rag.ingest.run import IngestInterrupted, IngestRun, InterruptFlag, sigint_deferred
+from m3e_rag.ingest.sync import RemovedSource, SyncScope, remove_missing, sync_scope
 from m3e_rag.types import Chunk, Document, Metadata
 
 __all__ = ["Ingestor", "IngestReport", "INGEST_STEP_CHUNKS", "ProgressCallback", "chunk_metadata"]
@@ -45,13 +47,20 @@ class IngestReport:
         chunks_added: chunks newly embedded and stored.
         chunks_unchanged: chunks already stored with the same content (not re-embedded).
         chunks_removed: stale chunks of re-ingested sources that were deleted (and the chunks this
-            ingest had added for a file that kept changing while it was read).
+            ingest had added for a file that kept changing while it was read), and with ``sync`` the
+            chunks of ``sources_removed``.
         texts_embedded: texts sent to the model.
         seconds: wall time of the ingest.
         interrupted: Ctrl-C stopped the ingest after committing its current step (see
             :class:`~m3e_rag.ingest.run.IngestInterrupted`); what is counted here was committed.
         notes: files loaded with a caveat (invalid bytes replaced by U+FFFD; read a second time
             because they changed while being read), as {path, reason}.
+        synced: the ingest ran with ``sync=True`` and completed its sync step.
+        sources_removed: with ``sync``, the files gone from the folders given whose chunks were
+            deleted, as {source, chunks}.
+        sources_kept: with ``sync``, stored files under the folders given that were not ingested this
+            time yet keep their chunks (skipped, or not confirmed gone), and folders moved during the
+            ingest (nothing under them removed), as {path, reason}.
     """
 
     files_seen: int = 0
@@ -64,6 +73,9 @@ class IngestReport:
     seconds: float = 0.0
     interrupted: bool = False
     notes: list[SkippedFile] = field(default_factory=list)
+    synced: bool = False
+    sources_removed: list[RemovedSource] = field(default_factory=list)
+    sources_kept: list[SkippedFile] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the keys named above (skipped files as {path, reason})."""
@@ -92,6 +104,7 @@ def _inputs(
     follow_symlinks: bool,
     max_file_bytes: int | None,
     confine_to: Sequence[str | Path] | None = None,
+    text_fields: tuple[str, str] = ("text", "text"),
 ) -> tuple[list[Document], FileLoader | None]:
     """The given texts and Documents, and a loader over ``paths`` (None without paths)."""
     given: list[Document] = []
@@ -106,9 +119,22 @@ def _inputs(
         path_list = [paths] if isinstance(paths, (str, Path)) else list(paths)
         loader = FileLoader(
             path_list, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
-            max_file_bytes=max_file_bytes, confine_to=confine_to,
+            max_file_bytes=max_file_bytes, confine_to=confine_to, text_field=text_fields[0], text_column=text_fields[1],
         )
     return given, loader
+
+
+def _fill_report(report: IngestReport, loader: FileLoader | None, run: IngestRun | None, started: float) -> None:
+    """Copy what the loader and the run counted into the report (also when the ingest stops early)."""
+    if loader is not None:
+        report.files_seen = loader.files_seen
+        report.files_skipped = list(loader.skipped)
+        report.notes = list(loader.notes)
+    report.seconds = time.perf_counter() - started
+    if run is not None:
+        report.files_skipped.extend(run.skipped)
+        report.notes.extend(run.notes)
+        report.documents = run.documents
 
 
 class Ingestor:
@@ -137,19 +163,25 @@ class Ingestor:
         follow_symlinks: bool = False,
         max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
         confine_to: Sequence[str | Path] | None = None,
+        sync: bool = False,
+        text_field: str = "text",
+        text_column: str = "text",
     ) -> IngestReport:
         """Load, chunk, embed and store; see :meth:`m3e_rag.RAGPipeline.ingest` for the arguments and errors.
 
         ``confine_to``: folders every file must lie in once opened (see
         :class:`~m3e_rag.ingest.loaders.FileLoader`); the service passes its ``--ingest-root``.
+        ``sync``: remove the chunks of files gone from the folders in ``paths`` (see :mod:`m3e_rag.ingest.sync`).
         """
         started = time.perf_counter()
         report = IngestReport()
         if paths is None and texts is None and documents is None:
             raise InputError("ingest() needs paths, texts or documents.")
         given, loader = _inputs(
-            paths, texts, documents, sources, metadatas, include, exclude, follow_symlinks, max_file_bytes, confine_to
+            paths, texts, documents, sources, metadatas, include, exclude, follow_symlinks, max_file_bytes, confine_to,
+            (text_field, text_column),
         )
+        scope = sync_scope(loader, sync)  # folder identities taken before anything is read
         for n, doc in enumerate(given):  # before any file is read or anything written: keys like "$and", NaN
             check_metadata(doc.metadata, f"the metadata of document {n} ({doc.source!r:.80})")
 
@@ -183,16 +215,10 @@ class Ingestor:
             with sigint_deferred() as flag:
                 run = IngestRun(self._index.chunker, commit, INGEST_STEP_CHUNKS, flag, on_step, watch=loader)
                 run.run(stream())
+                if scope is not None:
+                    self._sync(scope, run, flag, loader, report)
         finally:
-            if loader is not None:
-                report.files_seen = loader.files_seen
-                report.files_skipped = list(loader.skipped)
-                report.notes = list(loader.notes)
-            report.seconds = time.perf_counter() - started
-            if run is not None:
-                report.files_skipped.extend(run.skipped)
-                report.notes.extend(run.notes)
-                report.documents = run.documents
+            _fill_report(report, loader, run, started)
         assert run is not None
         if progress:
             progress(run.chunks_done, run.chunks_done)
@@ -200,6 +226,23 @@ class Ingestor:
             report.interrupted = True
             raise IngestInterrupted(report)
         return report
+
+    def _sync(
+        self, scope: SyncScope, run: IngestRun, flag: InterruptFlag, loader: FileLoader | None, report: IngestReport
+    ) -> None:
+        """After a complete run, remove the chunks of the files in ``scope`` gone from disk; record it in the report.
+
+        A run that stopped early, or a Ctrl-C after its last step, skips it (the run is marked interrupted).
+        """
+        if run.interrupted or flag.is_set:
+            run.interrupted = True
+            return
+        skipped = [*(loader.skipped if loader is not None else []), *run.skipped]
+        result = remove_missing(self._index, scope, {s.path: s.reason for s in skipped})
+        report.synced = True
+        report.sources_removed = result.removed
+        report.sources_kept = result.kept
+        report.chunks_removed += result.chunks
 
     def _step(
         self,

@@ -22,6 +22,7 @@ from m3e_rag.errors import InputError
 from m3e_rag.index.chroma import StoreRecord
 from m3e_rag.index.metadata import check_metadata
 from m3e_rag.ingest.index_handle import IndexHandle
+from m3e_rag.ingest.loaders._common import display_path
 from m3e_rag.types import RetrievedChunk
 
 __all__ = ["Records"]
@@ -148,8 +149,9 @@ class Records:
             _check_sequence(ids, "ids")
         conditions: list[dict[str, Any]] = []
         if source is not None:
-            # Files are stored under their absolute path; accept the path as typed too.
-            names = {str(source), Path(source).expanduser().resolve().as_posix()}
+            # Files are stored under their absolute path (links kept); accept it as typed and resolved too.
+            path = Path(source).expanduser()
+            names = {str(source), display_path(path), path.resolve().as_posix()}
             conditions.append({"source": {"$in": sorted(names)}})
         if where:
             conditions.append(dict(where))

@@ -193,3 +193,12 @@ def _clause_cuts(text: str, start: int, end: int) -> list[int]:
         if start < after < end and (not cuts or after > cuts[-1]):
             cuts.append(after)
     return cuts
+
+
+def sentence_starts(text: str) -> list[int]:
+    """Where the sentences of ``text`` start (0 first), by the chunker's own rules.
+
+    Public for callers above this layer that cut text at sentence boundaries without chunking it
+    (the LLM context assembly: :mod:`m3e_rag.retrieve.context`, which gets it from the pipeline).
+    """
+    return _sentence_starts(text)[0]

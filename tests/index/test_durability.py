@@ -63,9 +63,21 @@ def check_index(index: Path, model: Path, expected: int) -> None:
     assert rag.search("大熊猫", k=3, mode="hybrid")
 
 
-def test_kill_9_midway_then_rerun_equals_clean_ingest(tmp_path: Path, tiny_model_path: Path) -> None:
-    corpus = make_corpus(tmp_path / "corpus")
-    expected = clean_count(tmp_path, corpus, tiny_model_path)
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The corpus both tests ingest (read only)."""
+    return make_corpus(tmp_path_factory.mktemp("durability") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory: pytest.TempPathFactory, corpus: Path, tiny_model_path: Path) -> int:
+    """Chunks of one clean, uninterrupted ingest of ``corpus``: ingested once for both tests."""
+    return clean_count(tmp_path_factory.mktemp("durability-clean"), corpus, tiny_model_path)
+
+
+def test_kill_9_midway_then_rerun_equals_clean_ingest(
+    tmp_path: Path, tiny_model_path: Path, corpus: Path, expected: int
+) -> None:
     index = tmp_path / "killed"
     proc = subprocess.Popen(ingest_cmd(corpus, index), env=env_for(tiny_model_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -90,9 +102,9 @@ def test_kill_9_midway_then_rerun_equals_clean_ingest(tmp_path: Path, tiny_model
     check_index(index, tiny_model_path, expected)
 
 
-def test_two_concurrent_ingests_equal_one_clean_ingest(tmp_path: Path, tiny_model_path: Path) -> None:
-    corpus = make_corpus(tmp_path / "corpus")
-    expected = clean_count(tmp_path, corpus, tiny_model_path)
+def test_two_concurrent_ingests_equal_one_clean_ingest(
+    tmp_path: Path, tiny_model_path: Path, corpus: Path, expected: int
+) -> None:
     index = tmp_path / "shared"
     procs = [subprocess.Popen(ingest_cmd(corpus, index), env=env_for(tiny_model_path),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]

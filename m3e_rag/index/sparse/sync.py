@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -122,8 +122,12 @@ class SparseSide:
             yield
 
     # -------------------------------------------------------------- opening and catching up
-    def open(self) -> SparseIndex:
-        """Load the folder (or start one), then catch up with the store (call under :meth:`locked`)."""
+    def open(self, progress: Callable[[int, int], None] | None = None) -> SparseIndex:
+        """Load the folder (or start one), then catch up with the store (call under :meth:`locked`).
+
+        ``progress(done, total)`` is called after each page of texts fetched from the store while catching up
+        (a first build from the stored texts: ``m3e-rag adopt``).
+        """
         if self.folder is None:
             self._memory = SparseIndex()
             self._memory_generation = None
@@ -140,14 +144,14 @@ class SparseSide:
                         logger.warning("BM25 index at %s is unusable (%s); rebuilding it from the store",
                                        self.folder, exc)
                     self._disk = SparseFolder.create(self.folder)
-        self.sync(verify_count=True)
+        self.sync(verify_count=True, progress=progress)
         old = None if self.folder is None or self.store.path is None else self.folder.parent / OLD_SPARSE_FILE
         if old is not None and old.exists() and not self.read_only:
             logger.info("replaced the old single-file BM25 index %s by the folder %s", old, self.folder)
             old.unlink(missing_ok=True)
         return self.index
 
-    def sync(self, *, verify_count: bool = False) -> bool:
+    def sync(self, *, verify_count: bool = False, progress: Callable[[int, int], None] | None = None) -> bool:
         """Catch up with the store's current generation (call under :meth:`locked`); True if it changed.
 
         ``verify_count`` also compares the number of chunks with the store's (on open: a cheap guard
@@ -162,10 +166,10 @@ class SparseSide:
         if self.read_only and self._disk is not None:  # a stale folder that cannot be caught up: rebuild in memory
             logger.info("BM25 index at %s is behind the read-only store: building it in memory", self.folder)
             self._disk, self._memory, self._memory_generation = None, SparseIndex(), None
-        self._catch_up_from_store(target)
+        self._catch_up_from_store(target, progress)
         return True
 
-    def _catch_up_from_store(self, target: int) -> None:
+    def _catch_up_from_store(self, target: int, progress: Callable[[int, int], None] | None = None) -> None:
         """Compare id sets with the store; fetch only missing chunks' texts; drop extra ids."""
         stored = set(self.store.all_ids())
         held = self.index.ids()
@@ -180,6 +184,8 @@ class SparseSide:
             page = missing[start : start + _FETCH_PAGE]
             records = self.store.get(ids=page)
             self._upsert([r.id for r in records], [r.text for r in records], None)
+            if progress is not None:
+                progress(start + len(page), len(missing))
         if self._disk is not None:
             self._disk.mark(target)
             self._disk.maybe_compact()

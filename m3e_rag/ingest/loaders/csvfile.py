@@ -87,7 +87,8 @@ def load_csv(job: FileJob) -> Iterator[Yielded]:
                 header = row
                 if column not in header:
                     shown = ", ".join(str(c) for c in header[:8])
-                    raise _Skip(f"no '{column}' column (columns: {shown}); pass text_column= to pick one")
+                    raise _Skip(f"no '{column}' column (columns: {shown}); "
+                                "pass text_column= (CLI: --text-column) to pick one")
                 position = header.index(column)
                 continue
             value = row[position] if position < len(row) else ""

@@ -15,7 +15,7 @@ def record_text(record: Any, text_field: str) -> str:
     elif isinstance(record, Mapping):
         if text_field not in record:
             keys = ", ".join(sorted(map(str, record))[:8])
-            raise _Skip(f"no '{text_field}' field (fields: {keys}); pass text_field= to pick one")
+            raise _Skip(f"no '{text_field}' field (fields: {keys}); pass text_field= (CLI: --text-field) to pick one")
         value = record[text_field]
     else:
         raise _Skip(f"record is a {type(record).__name__}, not an object with a '{text_field}' field")
