@@ -1,7 +1,8 @@
 """The ``m3e-rag serve`` app (FastAPI), in OpenAI's and Jina/Cohere's shapes: assembly of the routes.
 
 Routes: ``POST /v1/embeddings``, ``GET /v1/models``, ``POST /v1/rerank``, ``POST /v1/search``,
-``POST /v1/ingest``, ``GET /health``, ``GET /metrics`` (and FastAPI's ``/openapi.json``, ``/docs``).
+``POST /v1/ingest``, ``GET /v1/index``, ``POST /v1/neighbours``, ``POST /v1/terms``, ``GET /health``,
+``GET /metrics``, ``GET /ui`` (the playground page) (and FastAPI's ``/openapi.json``, ``/docs``).
 Errors are OpenAI-shaped, ``{"error": {"message", "type", "param", "code"}}``; a 422 also carries
 FastAPI's ``detail`` list, and its ``param`` names the offending field.
 
@@ -41,7 +42,7 @@ from m3e_rag.serve.auth import Gate
 from m3e_rag.serve.config import ServeConfig, is_loopback
 from m3e_rag.serve.hosts import HostCheck, allowed_hosts
 from m3e_rag.serve.http_errors import ApiError, CatchAll, on_api_error, on_invalid, on_unexpected
-from m3e_rag.serve.routes import embeddings, ingest, ops, rerank, search
+from m3e_rag.serve.routes import browse, embeddings, ingest, ops, rerank, search, ui
 from m3e_rag.serve.service import Service
 from m3e_rag.serve.timing import Timed
 
@@ -72,7 +73,7 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
     api.add_exception_handler(ApiError, on_api_error)  # type: ignore[arg-type]
     api.add_exception_handler(RequestValidationError, on_invalid)  # type: ignore[arg-type]
     api.add_exception_handler(Exception, on_unexpected)  # a JSON 500, not Starlette's plain text
-    for group in (embeddings, rerank, search, ingest, ops):  # this order is the order of /openapi.json
+    for group in (embeddings, rerank, search, browse, ingest, ops, ui):  # this order is the order of /openapi.json
         api.include_router(group.router)
 
     def refused(reason: str) -> None:
