@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from m3e_rag.cli.options import RERANKER_HELP, Parser
+from m3e_rag.cli.options import RERANKER_HELP, Parser, add_model_options
 from m3e_rag.cli.output import out, print_json
 from m3e_rag.errors import InputError
 
@@ -61,14 +61,19 @@ def _add_eval_arguments(p_eval: argparse.ArgumentParser) -> None:
     p_eval.add_argument("--overlap-tokens", type=int, default=None,
                         help="overlap between chunks in tokens (default: 32, whole sentences)")
     p_eval.add_argument("--index", default=None, help="index folder to build or reuse (default: a temporary one)")
-    p_eval.add_argument("--model", default=None, help="M3E alias, hub id or local folder (default: $M3E_MODEL)")
-    p_eval.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p_eval.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"])
+    add_model_options(p_eval, model_help=(
+        "M3E alias, hub id or local folder (default: $M3E_MODEL, else the model recorded in a reused --index, "
+        "else m3e-base)"))
     p_eval.add_argument("--json", action="store_true", help='print {"mode": {"metric": value}} as JSON on stdout')
     p_eval.add_argument("--reranker", default=None,
                         help=RERANKER_HELP + "; every mode is then scored as MODE and MODE+rerank")
     p_eval.add_argument("--rerank-top-n", type=int, default=None,
                         help="chunks of the first stage given to the reranker (default: all fetched)")
+    p_eval.add_argument("--granularity", default="paragraph", choices=["paragraph", "document"],
+                        help="SQuAD corpus passages: paragraphs, or each article's paragraphs joined (long documents)")
+    p_eval.add_argument("--context-budgets", default=None, metavar="B1,B2,...",
+                        help="also score answer-in-context recall at these token budgets (e.g. 256,512,1024,2048): "
+                        "each mode's top-k pieces and the pipeline's context(), SQuAD sets with answer offsets")
     p_eval.add_argument(
         "--compare", default=None, metavar="A,B[;C,D]",
         help="paired per-query comparison of MRR@k, B against A (wins, losses, bootstrap 95%% CI of B - A); "
@@ -87,6 +92,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``m3e-rag eval``: the metrics table (or JSON) per mode, and the paired comparisons."""
     import tempfile
 
+    from m3e_rag.evaluate.context_recall import parse_budgets, require_answers
     from m3e_rag.evaluate.tasks import load_task
     from m3e_rag.retrieve.modes import check_k, check_mode
 
@@ -106,7 +112,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.rerank_top_n is not None and args.reranker is None:
         raise InputError("--rerank-top-n needs --reranker NAME_OR_FOLDER.")
     args.compare_pairs = _compare_pairs(args.compare, modes, args.reranker is not None)
-    task = load_task(args.queries, args.corpus).limit(args.limit)
+    args.budgets = parse_budgets(args.context_budgets) if args.context_budgets is not None else None
+    task = load_task(args.queries, args.corpus, granularity=args.granularity).limit(args.limit)
+    if args.budgets is not None:
+        require_answers(task)
     kwargs: dict[str, Any] = {}
     if args.chunk_tokens is not None:
         kwargs["chunk_tokens"] = args.chunk_tokens
@@ -170,10 +179,17 @@ def _run_eval(args: argparse.Namespace, task: Any, modes: list[str], index: Path
         if "bar" in bar:
             bar["bar"].close()
     comparisons = [report.compare(a, b) for a, b in args.compare_pairs]
+    context = None
+    if args.budgets is not None:
+        from m3e_rag.evaluate.context_run import evaluate_context
+
+        context = evaluate_context(task, rag, args.budgets, modes=modes, k=args.k, progress=progress)
     if args.json:
         data: dict[str, Any] = dict(report.to_dict())
         if args.compare is not None:
             data["paired"] = [c.to_dict() for c in comparisons]
+        if context is not None:
+            data["context"] = context.to_dict()
         print_json(data)
     else:
         out(report.format_table())
@@ -181,6 +197,8 @@ def _run_eval(args: argparse.Namespace, task: Any, modes: list[str], index: Path
             out("paired per query (bootstrap 95% CI of the mean difference; an interval holding 0 is noise):")
             for comparison in comparisons:
                 out("  " + comparison.format())
+        if context is not None:
+            out(context.format_table())
     return 0
 
 

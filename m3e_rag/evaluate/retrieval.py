@@ -164,15 +164,25 @@ class EvalReport:
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
                  for r in [header, *rows]]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        short = {mode: m.short_rankings for mode, m in self.modes.items() if m.short_rankings}
+        short = [f"{m.short_rankings} of {m.queries} queries in {mode}" for mode, m in self.modes.items()
+                 if m.short_rankings]
         lines.append(
             f"{self.task}: {self.queries} queries, {self.passages} passages in {self.chunks} chunks; "
             f"model {self.model}; depth {self.depth} chunks"
         )
         lines.append(
+            f"each metric is a mean over the {self.queries} queries: recall@n, the share of a query's relevant "
+            f"passages in its top n; mrr@{self.k}, 1/rank of its first relevant passage (0 if not in the top "
+            f"{self.k}); ndcg@{self.k}, rank-discounted hits over the best possible"
+        )
+        if short:
+            lines.append(
+                f"fewer than {self.k} distinct passages came back for {', '.join(short)} (their empty ranks count "
+                "as misses)"
+            )
+        lines.append(
             f"index {self.index_seconds:.1f} s, query embedding {self.encode_seconds:.1f} s, "
             f"total {self.seconds:.1f} s"
-            + (f"; fewer than {self.k} passages returned: {short}" if short else "")
         )
         return "\n".join(lines)
 

@@ -13,6 +13,13 @@ relevant passages. Two ways to build one:
 :func:`load_task` tells the two apart. Paragraph ids of a SQuAD file are their 0-based positions in
 ``data[].paragraphs[]`` order, written ``p0``, ``p1``, ...; a JSONL query file that points into a
 SQuAD corpus uses those ids. Scoring a task is :func:`m3e_rag.evaluate.retrieval.evaluate`'s job.
+
+SQuAD answers (``qas[].answers[].{text, answer_start}``) are kept on each query as
+:class:`AnswerSpan` objects into the corpus (the corpus file's answers to the same qa id, for a
+cross-lingual task), for the answer-in-context metric of :mod:`m3e_rag.evaluate.context_recall`. With
+``granularity="document"`` each article's paragraphs are joined (a blank line between them) into one
+document ``d0``, ``d1``, ... and the answer offsets are shifted with them: retrieval over long
+documents, where a context budget bites.
 """
 
 from __future__ import annotations
@@ -20,18 +27,50 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from m3e_rag.errors import InputError
 from m3e_rag.evaluate.jsonfiles import read_json, read_jsonl
 from m3e_rag.retrieve.modes import check_k
 from m3e_rag.types import Document
 
-__all__ = ["EvalQuery", "RetrievalTask", "task_from_squad", "task_from_jsonl", "load_task"]
+__all__ = [
+    "AnswerSpan",
+    "EvalQuery",
+    "Granularity",
+    "GRANULARITIES",
+    "RetrievalTask",
+    "task_from_squad",
+    "task_from_jsonl",
+    "load_task",
+]
 
 logger = logging.getLogger(__name__)
+
+#: What a corpus passage is: one SQuAD paragraph, or one article's paragraphs joined.
+Granularity = Literal["paragraph", "document"]
+GRANULARITIES: tuple[Granularity, ...] = ("paragraph", "document")
+#: Joins an article's paragraphs into one document (a paragraph break, which chunkers respect).
+_PARAGRAPH_JOINER = "\n\n"
+
+
+@dataclass(frozen=True)
+class AnswerSpan:
+    """A gold answer: ``corpus[source].text[start:end] == text``.
+
+    Attributes:
+        source: id of the corpus passage holding it.
+        start: character offset of the answer in that passage.
+        end: one past its last character.
+        text: the answer text.
+    """
+
+    source: str
+    start: int
+    end: int
+    text: str
 
 
 @dataclass(frozen=True)
@@ -42,11 +81,14 @@ class EvalQuery:
         qid: the query's id (the SQuAD question id, or the JSONL ``id``, or ``q<line>``).
         text: the question.
         relevant: ids of the corpus passages that answer it (at least one).
+        answers: gold answer spans in the corpus (SQuAD sets; empty for JSONL queries, and for a
+            question whose answers could not be located in its passage).
     """
 
     qid: str
     text: str
     relevant: frozenset[str]
+    answers: tuple[AnswerSpan, ...] = ()
 
 
 @dataclass
@@ -60,6 +102,11 @@ class RetrievalTask:
         alignment: how queries were matched to passages of another file: ``"same file"``,
             ``"qa ids"``, ``"position"`` or ``"qrels"`` (JSONL relevant_ids).
         skipped: questions left out because their text was blank.
+        granularity: ``"paragraph"`` or ``"document"`` (see the module docstring).
+        answers_repaired: SQuAD answers whose ``answer_start`` did not point at their text, moved to
+            the nearest occurrence of the text in the passage.
+        answers_dropped: SQuAD answers left out: their text does not occur in the passage (CMRC 2018
+            has abstractive ones, ``answer_start`` -1), or the entry is malformed.
     """
 
     corpus: list[Document]
@@ -67,6 +114,9 @@ class RetrievalTask:
     name: str = ""
     alignment: str = "same file"
     skipped: int = 0
+    granularity: str = "paragraph"
+    answers_repaired: int = 0
+    answers_dropped: int = 0
 
     @property
     def ids(self) -> list[str]:
@@ -78,14 +128,61 @@ class RetrievalTask:
         if n is None:
             return self
         check_k(n, "limit")
-        return RetrievalTask(self.corpus, self.queries[:n], self.name, self.alignment, self.skipped)
+        return replace(self, queries=self.queries[:n])
+
+
+@dataclass(frozen=True)
+class _QA:
+    qid: str
+    question: str
+    answers: tuple[tuple[int, str], ...]  # (answer_start, text), checked against the context
+    dropped: int = 0  # answers that could not be located
+    repaired: int = 0  # answers moved to the nearest occurrence of their text
 
 
 @dataclass(frozen=True)
 class _Paragraph:
     context: str
     title: str
-    qas: tuple[tuple[str, str], ...]  # (qa id, question)
+    qas: tuple[_QA, ...]
+    article: int = 0
+
+
+def _located_answers(context: str, raw: Any) -> tuple[tuple[tuple[int, str], ...], int, int]:
+    """A qa's answers checked against its context: ``(answers, dropped, repaired)``.
+
+    An answer whose ``answer_start`` does not point at its text is moved to the nearest occurrence
+    of the text (counted as repaired); one whose text does not occur, or a malformed entry, is
+    dropped (counted): the metric then never credits text the set does not locate.
+    """
+    if not isinstance(raw, list):
+        return (), 0, 0
+    out: list[tuple[int, str]] = []
+    dropped = repaired = 0
+    for answer in raw:
+        text = answer.get("text") if isinstance(answer, dict) else None
+        start = answer.get("answer_start") if isinstance(answer, dict) else None
+        if not isinstance(text, str) or not text or isinstance(start, bool) or not isinstance(start, int):
+            dropped += 1
+            continue
+        given: int = start
+        if context[given : given + len(text)] != text:
+            found = _occurrences(context, text)
+            if not found:
+                dropped += 1
+                continue
+            given = min(found, key=lambda i: (abs(i - given), i))
+            repaired += 1
+        out.append((given, text))
+    return tuple(out), dropped, repaired
+
+
+def _occurrences(text: str, needle: str) -> list[int]:
+    out, i = [], text.find(needle)
+    while i >= 0:
+        out.append(i)
+        i = text.find(needle, i + 1)
+    return out
 
 
 def _is_squad(payload: Any) -> bool:
@@ -114,8 +211,9 @@ def _squad_paragraphs(payload: Any, path: Path) -> list[_Paragraph]:
                     raise InputError(
                         f"{where!r}: data[{a}].paragraphs[{p}].qas[{q}] needs an \"id\" and a \"question\" string."
                     )
-                qas.append((str(qa["id"]), qa["question"]))
-            out.append(_Paragraph(context, str(title) if title is not None else "", tuple(qas)))
+                answers, dropped, repaired = _located_answers(context, qa.get("answers"))
+                qas.append(_QA(str(qa["id"]), qa["question"], answers, dropped, repaired))
+            out.append(_Paragraph(context, str(title) if title is not None else "", tuple(qas), a))
     if not out:
         raise InputError(f"{where!r} holds no paragraphs; pass a SQuAD file with data[].paragraphs[].")
     return out
@@ -132,8 +230,45 @@ def _squad_corpus(paragraphs: Sequence[_Paragraph]) -> list[Document]:
     ]
 
 
-def task_from_squad(queries_file: str | Path, corpus_file: str | Path | None = None) -> RetrievalTask:
-    """Build a task from a SQuAD-format file: paragraphs are the corpus, questions the queries.
+def _document_corpus(paragraphs: Sequence[_Paragraph]) -> tuple[list[Document], list[tuple[str, int]]]:
+    """Each article's paragraphs joined into one document ``d<article>``; per paragraph its ``(id, shift)``.
+
+    ``shift`` is where the paragraph starts in its document, so an answer at ``start`` in the paragraph
+    is at ``start + shift`` in the document (the joiner adds characters only between paragraphs).
+    """
+    docs: list[Document] = []
+    placement: list[tuple[str, int]] = []
+    by_article: dict[int, list[_Paragraph]] = {}
+    for para in paragraphs:
+        by_article.setdefault(para.article, []).append(para)
+    shift_of: dict[int, tuple[str, int]] = {}
+    for article, paras in by_article.items():
+        doc_id, parts, offset = f"d{article}", [], 0
+        for para in paras:
+            shift_of[id(para)] = (doc_id, offset)
+            parts.append(para.context)
+            offset += len(para.context) + len(_PARAGRAPH_JOINER)
+        title = paras[0].title
+        docs.append(Document(_PARAGRAPH_JOINER.join(parts), source=doc_id, metadata={"title": title} if title else {}))
+    placement = [shift_of[id(para)] for para in paragraphs]
+    return docs, placement
+
+
+def _corpus(
+    paragraphs: Sequence[_Paragraph], granularity: str
+) -> tuple[list[Document], list[tuple[str, int]]]:
+    """The corpus at ``granularity`` and, per paragraph position, ``(passage id, shift of its offsets)``."""
+    if granularity == "paragraph":
+        return _squad_corpus(paragraphs), [(_paragraph_id(i), 0) for i in range(len(paragraphs))]
+    if granularity == "document":
+        return _document_corpus(paragraphs)
+    raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}.")
+
+
+def task_from_squad(
+    queries_file: str | Path, corpus_file: str | Path | None = None, *, granularity: Granularity = "paragraph"
+) -> RetrievalTask:
+    r"""Build a task from a SQuAD-format file: paragraphs are the corpus, questions the queries.
 
     Args:
         queries_file: the SQuAD file whose questions are the queries (and whose paragraphs are the
@@ -141,14 +276,22 @@ def task_from_squad(queries_file: str | Path, corpus_file: str | Path | None = N
         corpus_file: another SQuAD file whose paragraphs are the corpus. Each question's relevant
             paragraph is the one of ``corpus_file`` holding a question with the same id (XQuAD's
             parallel files share ids); when the ids do not all match, paragraphs are paired by
-            position, which needs both files to have the same number of paragraphs.
+            position, which needs both files to have the same number of paragraphs (the questions
+            then carry no answer spans: the other file's answers belong to other questions).
+        granularity: ``"paragraph"`` (each paragraph a passage) or ``"document"`` (each article's
+            paragraphs joined into one passage ``d<article>``, answer offsets shifted with them).
 
     Returns:
-        The task; passage ids are ``p0``, ``p1``, ... in ``data[].paragraphs[]`` order of the corpus.
+        The task; passage ids are ``p0``, ``p1``, ... in ``data[].paragraphs[]`` order of the corpus
+        (``d0``, ``d1``, ... by article for documents). Each query carries the corpus file's answers
+        to its qa id as :class:`AnswerSpan`\ s.
 
     Raises:
-        InputError: a file is missing, not JSON, not SQuAD-shaped, or the two files cannot be aligned.
+        InputError: a file is missing, not JSON, not SQuAD-shaped, the two files cannot be aligned,
+            or ``granularity`` is unknown.
     """
+    if granularity not in GRANULARITIES:
+        raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}.")
     qpath = Path(queries_file).expanduser()
     qparas = _squad_paragraphs(read_json(qpath, "queries"), qpath)
     name = qpath.name
@@ -161,25 +304,35 @@ def task_from_squad(queries_file: str | Path, corpus_file: str | Path | None = N
         cparas = _squad_paragraphs(read_json(cpath, "corpus"), cpath)
         name = f"{qpath.name} -> {cpath.name}"
         relevant_of, alignment = _align(qparas, cparas, qpath, cpath)
+    corpus, placement = _corpus(cparas, granularity)
+    if granularity == "document":
+        name += " (documents)"
     queries: list[EvalQuery] = []
-    skipped = 0
+    skipped = repaired = dropped = 0
     for i, para in enumerate(qparas):
-        for qid, question in para.qas:
-            if not question.strip():
+        for qa in para.qas:
+            if not qa.question.strip():
                 skipped += 1
                 continue
-            queries.append(EvalQuery(qid, question.strip(), frozenset({_paragraph_id(relevant_of(i, qid))})))
+            j = relevant_of(i, qa.qid)
+            passage, shift = placement[j]
+            gold = next((c for c in cparas[j].qas if c.qid == qa.qid), None) if alignment != "position" else None
+            answers: tuple[AnswerSpan, ...] = ()
+            if gold is not None:
+                answers = tuple(AnswerSpan(passage, s + shift, s + shift + len(t), t) for s, t in gold.answers)
+                repaired, dropped = repaired + gold.repaired, dropped + gold.dropped
+            queries.append(EvalQuery(qa.qid, qa.question.strip(), frozenset({passage}), answers))
     if not queries:
         raise InputError(f"{str(qpath)!r} holds no questions; pass a SQuAD file with data[].paragraphs[].qas[].")
-    return RetrievalTask(_squad_corpus(cparas), queries, name, alignment, skipped)
+    return RetrievalTask(corpus, queries, name, alignment, skipped, granularity, repaired, dropped)
 
 
 def _qa_positions(paragraphs: Sequence[_Paragraph]) -> dict[str, int]:
     """Map each qa id to the position of the paragraph holding it; -1 for an id held twice."""
     out: dict[str, int] = {}
     for i, para in enumerate(paragraphs):
-        for qid, _ in para.qas:
-            out[qid] = -1 if qid in out else i
+        for qa in para.qas:
+            out[qa.qid] = -1 if qa.qid in out else i
     return out
 
 
@@ -191,10 +344,10 @@ def _align(
     Returns ``(relevant_of(query paragraph position, qa id) -> corpus paragraph position, alignment)``.
     """
     corpus_pos = _qa_positions(cparas)
-    qids = [qid for para in qparas for qid, _ in para.qas]
+    qids = [qa.qid for para in qparas for qa in para.qas]
     if qids and all(corpus_pos.get(qid, -1) >= 0 for qid in qids):
         if len(qparas) == len(cparas) and any(
-            corpus_pos[qid] != i for i, para in enumerate(qparas) for qid, _ in para.qas
+            corpus_pos[qa.qid] != i for i, para in enumerate(qparas) for qa in para.qas
         ):
             logger.warning("%s and %s share qa ids but not paragraph order; pairing by qa id", qpath, cpath)
         return (lambda i, qid: corpus_pos[qid]), "qa ids"
@@ -281,13 +434,17 @@ def task_from_jsonl(queries_jsonl: str | Path, corpus_file: str | Path) -> Retri
     return RetrievalTask(corpus, queries, f"{qpath.name} -> {cpath.name}", "qrels", skipped)
 
 
-def load_task(queries_file: str | Path, corpus_file: str | Path | None = None) -> RetrievalTask:
+def load_task(
+    queries_file: str | Path, corpus_file: str | Path | None = None, *, granularity: Granularity = "paragraph"
+) -> RetrievalTask:
     """Build a task from a SQuAD file (optionally against another file's paragraphs) or from JSONL queries.
 
     A queries file that parses as one JSON object with a ``data`` list is SQuAD
-    (:func:`task_from_squad`); anything else is read as JSONL queries (:func:`task_from_jsonl`), which
-    need ``corpus_file``.
+    (:func:`task_from_squad`, which takes ``granularity``); anything else is read as JSONL queries
+    (:func:`task_from_jsonl`), which need ``corpus_file`` and have paragraph granularity only.
     """
+    if granularity not in GRANULARITIES:
+        raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}.")
     qpath = Path(queries_file).expanduser()
     if not qpath.is_file():
         raise InputError(f"queries file {str(qpath)!r} does not exist; pass an existing file.")
@@ -296,7 +453,12 @@ def load_task(queries_file: str | Path, corpus_file: str | Path | None = None) -
     except (json.JSONDecodeError, UnicodeDecodeError):
         payload = None
     if _is_squad(payload):
-        return task_from_squad(qpath, corpus_file)
+        return task_from_squad(qpath, corpus_file, granularity=granularity)
+    if granularity != "paragraph":
+        raise InputError(
+            f"{str(qpath)!r} is JSONL queries, whose relevant ids name passages: granularity {granularity!r} "
+            "needs a SQuAD file (articles to join); leave it at 'paragraph'."
+        )
     if corpus_file is None:
         if isinstance(payload, dict) and "query" not in payload:
             raise InputError(f"{str(qpath)!r} is neither a SQuAD file nor JSONL queries; see `m3e-rag eval --help`.")
