@@ -56,6 +56,7 @@ from m3e_rag.index.guard import (
 )
 from m3e_rag.index.integrity import (
     SQLITE_FILE,
+    WRITE_LOCK_FILE,
     check_after_open,
     check_before_open,
     collection_id,
@@ -159,7 +160,7 @@ class ChromaStore(StoreReads):
                 raise InputError(f"Index path {str(self.path)!r} is a file; pass a folder (it is created if missing).")
             with store_boundary("create the index folder", str(self.path)):
                 self.path.mkdir(parents=True, exist_ok=True)
-            self._lock = FileLock(str(self.path / ".m3e-rag-write.lock"), timeout=LOCK_TIMEOUT_S)
+            self._lock = FileLock(str(self.path / WRITE_LOCK_FILE), timeout=LOCK_TIMEOUT_S)
         # Two processes creating one fresh database at once race on its schema: open under the lock.
         with self.open_lock(), store_boundary("open the index", self._where()):
             if self.path is not None:  # before Chroma touches it: an emptied sqlite must not open as a new index

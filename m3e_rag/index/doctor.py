@@ -41,10 +41,11 @@ from typing import Any, Literal
 
 from m3e_rag.errors import IndexDamagedError, InputError, M3ERagError
 from m3e_rag.index.chroma_version import check_chroma_version
-from m3e_rag.index.guard import META_PREFIX
+from m3e_rag.index.guard import META_PREFIX, adopt_command
 from m3e_rag.index.integrity import (
     MANIFEST,
     SQLITE_FILE,
+    WRITE_LOCK_FILE,
     collection_id,
     forget_collection,
     model_in_sqlite,
@@ -195,8 +196,9 @@ def diagnose(index: str | Path, collection: str = "m3e_rag") -> DoctorReport:
     model, dim = model_in_sqlite(folder, coll_id)
     report.model = model
     if model is None or dim is None:
-        _add(report, Check("model", False,
-                           "the collection records no m3e-rag model/dimension (not created by m3e-rag)"))
+        adopt = adopt_command(str(folder), collection, "MODEL")
+        _add(report, Check("model", False, "the collection records no m3e-rag model/dimension (not created by "
+                           f"m3e-rag; if langchain_chroma or ChromaVectorStore wrote it: {adopt})"))
         return report
     _add(report, Check("model", True, f"{model} ({dim}-d)"))
 
@@ -344,7 +346,7 @@ def repair(
 
         coll_id = collection_id(folder, collection)
         _, dim = model_in_sqlite(folder, str(coll_id))
-        with FileLock(str(folder / ".m3e-rag-write.lock")):
+        with FileLock(str(folder / WRITE_LOCK_FILE)):
             record_collection(folder, collection, str(coll_id), after.model, int(dim or 0))
         repaired.append(f"recorded {collection!r} in {MANIFEST}")
     final = diagnose(folder, collection) if repaired else after
@@ -358,7 +360,7 @@ def _fix_missing_collection(folder: Path, collection: str) -> str:
     """Finish an interrupted repair (rename its copy back), else forget a collection deleted on purpose."""
     from filelock import FileLock
 
-    with FileLock(str(folder / ".m3e-rag-write.lock")):
+    with FileLock(str(folder / WRITE_LOCK_FILE)):
         client = _open_raw(folder)
         copies = sorted(c.name for c in client.list_collections() if c.name.startswith(f"{collection}-repair-"))
         if copies:
@@ -394,7 +396,7 @@ def _reembed(folder: Path, collection: str, model: str, encoder_factory: Encoder
             return M3EEncoder(name, on_overflow="truncate")
 
     encoder = encoder_factory(model)
-    with FileLock(str(folder / ".m3e-rag-write.lock")), store_boundary("repair the index", str(folder)):
+    with FileLock(str(folder / WRITE_LOCK_FILE)), store_boundary("repair the index", str(folder)):
         client = _open_raw(folder)
         old = client.get_collection(collection, embedding_function=None)
         total = int(old.count())
@@ -432,7 +434,7 @@ def _rebuild_bm25(folder: Path, collection: str) -> None:
     from m3e_rag.index.sparse.folder import SparseFolder
 
     index = SparseIndex()
-    with FileLock(str(folder / ".m3e-rag-write.lock")):
+    with FileLock(str(folder / WRITE_LOCK_FILE)):
         client = _open_raw(folder)
         col = client.get_collection(collection, embedding_function=None)
         total = int(col.count())

@@ -111,7 +111,7 @@ def check_built_model(meta: Mapping[str, Any], collection: str, where: str, mode
 def adopt_command(where: str, collection: str, model_id: str) -> str:
     """The ``m3e-rag adopt`` command line for a collection at ``where`` (a folder or a server's address)."""
     if where == "the given Chroma client":
-        return f"m3e_rag.ingest.adopt.adopt_collection(client=..., collection={collection!r}, encoder=...)"
+        return f"RAGPipeline(client=<this client>, collection={collection!r}, model_name=...).adopt()"
     flag = "--chroma-url" if "://" in where else "--index"
     quoted = [shlex.quote(part) for part in (where, collection, model_id)]
     return f"m3e-rag adopt {flag} {quoted[0]} --collection {quoted[1]} --model {quoted[2]}"

@@ -56,6 +56,7 @@ from m3e_rag.index.chroma_version import check_chroma_version
 from m3e_rag.index.guard import META_PREFIX
 
 __all__ = [
+    "WRITE_LOCK_FILE",
     "CHECKED_STAMP",
     "MANIFEST",
     "SQLITE_FILE",
@@ -76,6 +77,8 @@ __all__ = [
 
 MANIFEST = "m3e-rag.json"
 SQLITE_FILE = "chroma.sqlite3"
+#: The lock file one writer of an index folder holds (the store, doctor's repairs, adopt).
+WRITE_LOCK_FILE = ".m3e-rag-write.lock"
 #: The state of ``chroma.sqlite3`` after the last open that passed :func:`check_sqlite` (JSON).
 CHECKED_STAMP = ".m3e-rag-checked"
 logger = logging.getLogger(__name__)

@@ -46,7 +46,7 @@ from m3e_rag.index.boundary import store_boundary
 from m3e_rag.index.chroma import LOCK_TIMEOUT_S, StoreRecord
 from m3e_rag.index.connect import connect, folder_is_read_only
 from m3e_rag.index.guard import META_PREFIX, expected_metadata, recorded_model
-from m3e_rag.index.integrity import SQLITE_FILE, check_before_open
+from m3e_rag.index.integrity import SQLITE_FILE, WRITE_LOCK_FILE, check_before_open
 from m3e_rag.index.sparse.sync import SparseSide
 from m3e_rag.ingest.index_handle import IndexHandle
 
@@ -71,7 +71,6 @@ COPY_PAGE = 1000
 AdoptProgress = Callable[[str, int, int], None]
 
 _SPACE_KEY = "hnsw:space"
-_WRITE_LOCK = ".m3e-rag-write.lock"  # the lock file of ChromaStore and doctor: one writer per folder
 
 
 @dataclass(frozen=True)
@@ -365,7 +364,7 @@ def _folder_lock(path: Path | None) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     try:
-        with FileLock(str(path / _WRITE_LOCK), timeout=LOCK_TIMEOUT_S):
+        with FileLock(str(path / WRITE_LOCK_FILE), timeout=LOCK_TIMEOUT_S):
             yield
     except Timeout as exc:
         raise StoreError(f"Another process has held the write lock on {path} for {LOCK_TIMEOUT_S:.0f} s; wait for "

@@ -277,6 +277,20 @@ def test_opening_a_foreign_collection_names_the_adopt_command(tmp_path: Path, e5
     assert rag.search("大熊猫吃竹子吗？", k=1, mode="hybrid")[0].source == "panda.md"
 
 
+def test_doctor_and_a_given_client_name_the_way_to_adopt(tmp_path: Path, e5: M3EEncoder) -> None:
+    from m3e_rag.index.doctor import diagnose
+
+    folder = langchain_folder(tmp_path / "lc", e5, cosine=True)
+    finding = next(c for c in diagnose(folder, LC_COLLECTION).checks if c.name == "model")
+    assert not finding.ok and f"m3e-rag adopt --index {folder} --collection {LC_COLLECTION}" in finding.detail
+    client = chromadb.PersistentClient(path=str(folder), settings=Settings(anonymized_telemetry=False))
+    rag = RAGPipeline(tmp_path / "unused", client=client, collection=LC_COLLECTION, encoder=e5)
+    with pytest.raises(ModelMismatchError, match=r"RAGPipeline\(client=<this client>, .*\)\.adopt\(\)"):
+        rag.search("大熊猫", k=1)
+    assert rag.adopt().records == len(CORPUS)  # what the message says works on the same client
+    assert rag.search("大熊猫吃竹子吗？", k=1, mode="hybrid")[0].source == "panda.md"
+
+
 @pytest.mark.slow
 @pytest.mark.server
 def test_adopt_on_a_chroma_server(chroma_server: str, e5: M3EEncoder, tmp_path: Path,
