@@ -7,14 +7,12 @@ progress bar on a terminal (stderr), and the result as one line or as JSON (``--
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from m3e_rag.cli.options import DEFAULT_INDEX
+from m3e_rag.cli.options import DEFAULT_INDEX, add_model_options
 from m3e_rag.cli.output import escape_text, out, print_json
 from m3e_rag.errors import InputError
 
@@ -37,42 +35,15 @@ def add_adopt_command(sub: Any) -> None:
                        help=f"the Chroma folder (persist_directory) holding the collection (default: {DEFAULT_INDEX})")
     where.add_argument("--chroma-url", default=None, help="a Chroma server's address instead of a folder")
     p.add_argument("--collection", required=True, help="the collection to adopt")
-    p.add_argument("--model", default=None,
-                   help="M3E alias, hub id or folder that built the collection (default: $M3E_MODEL, then m3e-base)")
     p.add_argument("--copy-to", default=None, metavar="NAME",
                    help="copy the records into this NEW cosine collection (needed for an l2 or ip collection)")
     p.add_argument("--chunk-tokens", type=int, default=None,
                    help="chunk budget recorded for later ingests (default: 256)")
     p.add_argument("--overlap-tokens", type=int, default=None,
                    help="overlap recorded for later ingests (default: 32)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"])
+    add_model_options(p, model_help="M3E alias, hub id or folder that built the collection (default: $M3E_MODEL, "
+                      "then m3e-base)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-
-
-def _progress_bar() -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
-    """A progress callback (a tqdm bar per stage on a terminal's stderr, INFO log lines otherwise) and its closer."""
-    log = logging.getLogger("m3e_rag.cli")
-    bars: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        log.info("adopt %s: %d/%d", stage, done, total)
-        if not sys.stderr.isatty():
-            return
-        if stage not in bars:
-            from tqdm import tqdm
-
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = tqdm(total=total, unit="record", desc=stage, file=sys.stderr)
-        bars[stage].n = done
-        bars[stage].refresh()
-
-    def close() -> None:
-        for bar in bars.values():
-            bar.close()
-
-    return progress, close
 
 
 def cmd_adopt(args: argparse.Namespace) -> int:
@@ -80,12 +51,13 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     index = args.index or DEFAULT_INDEX
     if args.chroma_url is None and not Path(index).expanduser().is_dir():
         raise InputError(f"Index folder {index!r} does not exist; pass the folder the collection was written to.")
+    from m3e_rag.cli.progress import StageBars
     from m3e_rag.encode.encoder import M3EEncoder
     from m3e_rag.ingest.adopt import adopt_collection
     from m3e_rag.pipeline import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
 
     encoder = M3EEncoder(args.model or os.environ.get("M3E_MODEL"), device=args.device, backend=args.backend)
-    progress, close = _progress_bar()
+    progress = StageBars("adopt", unit="record", leave=True)
     try:
         report = adopt_collection(
             None if args.chroma_url else index, chroma_url=args.chroma_url, collection=args.collection,
@@ -94,7 +66,7 @@ def cmd_adopt(args: argparse.Namespace) -> int:
             overlap_tokens=DEFAULT_OVERLAP_TOKENS if args.overlap_tokens is None else args.overlap_tokens,
         )
     finally:
-        close()
+        progress.close()
     if args.json:
         print_json(report.to_dict())
         return 0

@@ -153,37 +153,23 @@ def _run_eval(args: argparse.Namespace, task: Any, modes: list[str], index: Path
         backend=args.backend,
         **kwargs,
     )
-    bar: dict[str, Any] = {}  # the stage being shown and its tqdm bar (one at a time)
-    log = logging.getLogger("m3e_rag.cli")
-    labels = {"index": ("index", "chunk"), "encode": ("embed queries", "query")}
+    from m3e_rag.cli.progress import StageBars
 
-    def progress(stage: str, done: int, total: int) -> None:
-        log.info("eval %s: %d/%d", stage, done, total)
-        if not sys.stderr.isatty():
-            return
-        from tqdm import tqdm
-
-        if bar.get("stage") != stage:
-            if "bar" in bar:
-                bar["bar"].close()
-            desc, unit = labels.get(stage, (stage, "query"))
-            bar.update(stage=stage, bar=tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, leave=False))
-        current = bar["bar"]
-        current.total = total
-        current.update(done - current.n)
-
+    progress = StageBars("eval", {"index": ("index", "chunk"), "encode": ("embed queries", "query")}, unit="query")
     try:
         report = evaluate(task, rag, modes, k=args.k, progress=progress, reranker=args.reranker,
                           rerank_top_n=args.rerank_top_n)
     finally:
-        if "bar" in bar:
-            bar["bar"].close()
+        progress.close()
     comparisons = [report.compare(a, b) for a, b in args.compare_pairs]
     context = None
     if args.budgets is not None:
         from m3e_rag.evaluate.context_run import evaluate_context
 
-        context = evaluate_context(task, rag, args.budgets, modes=modes, k=args.k, progress=progress)
+        try:
+            context = evaluate_context(task, rag, args.budgets, modes=modes, k=args.k, progress=progress)
+        finally:
+            progress.close()
     if args.json:
         data: dict[str, Any] = dict(report.to_dict())
         if args.compare is not None:

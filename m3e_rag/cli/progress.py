@@ -9,15 +9,17 @@ whole time. Here:
   (scaled by the share of input consumed), and is exact at the end;
 - the count moves per batch of embedded texts, not per step: :class:`CountingEncoder` reports each batch.
 
-Only a terminal gets a bar: this module loads only then (``--json`` and piped output are unchanged).
+Only a terminal gets a bar: the ingest command loads this module only then (``--json`` and piped output are
+unchanged). :class:`StageBars` is the simpler bar of commands that report ``(stage, done, total)`` (eval, adopt).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from m3e_rag.encode.encoder import M3EEncoder
 
-__all__ = ["BYTES_PER_TOKEN", "CountingEncoder", "IngestBar", "estimate_chunks", "walk_totals"]
+__all__ = ["BYTES_PER_TOKEN", "CountingEncoder", "IngestBar", "StageBars", "estimate_chunks", "walk_totals"]
 
 #: Input bytes per model token assumed for the first estimate: a Chinese character is one M3E token and 3 bytes
 #: in UTF-8 (2 in GBK); English averages 3-5 characters per WordPiece token. Replaced by the library's estimate
@@ -139,3 +141,48 @@ class IngestBar:
     def close(self) -> None:
         """Draw the last state and leave the bar on the terminal."""
         self.bar.close()
+
+
+class StageBars:
+    """``progress(stage, done, total)`` for a command in stages: one tqdm bar per stage on a terminal, log lines always.
+
+    Each stage's bar replaces the previous one's (closed first); every call is also an INFO line of the
+    ``m3e_rag.cli`` logger (``<command> <stage>: done/total``), so piped runs keep a record.
+
+    Args:
+        command: the name the log lines start with.
+        labels: per stage, the bar's title and unit (default: the stage's name and ``unit``).
+        unit: the unit of stages not in ``labels``.
+        leave: keep each finished bar on the terminal.
+    """
+
+    def __init__(self, command: str, labels: Mapping[str, tuple[str, str]] | None = None, unit: str = "item",
+                 leave: bool = False) -> None:
+        self.command = command
+        self.labels = dict(labels or {})
+        self.unit = unit
+        self.leave = leave
+        self._stage: str | None = None
+        self._bar: Any = None
+        self._log = logging.getLogger("m3e_rag.cli")
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` in ``stage``."""
+        self._log.info("%s %s: %d/%d", self.command, stage, done, total)
+        if not sys.stderr.isatty():
+            return
+        if self._bar is None or stage != self._stage:
+            from tqdm import tqdm
+
+            self.close()
+            desc, unit = self.labels.get(stage, (stage, self.unit))
+            self._stage = stage
+            self._bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, leave=self.leave)
+        self._bar.total = total
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        """Close the bar shown (if any); a later call starts a new one."""
+        if self._bar is not None:
+            self._bar.close()
+        self._bar, self._stage = None, None

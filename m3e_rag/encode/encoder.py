@@ -24,12 +24,9 @@ from m3e_rag.encode.batching import _encode_batches
 from m3e_rag.encode.cache import EncodeStats, _cached_model, _is_cached, _LoadedModel
 from m3e_rag.encode.inputs import (
     _check_overflow,
-    _describe,
     _validate_pairs,
     _validate_texts,
-    cap_query_chars,
-    check_unicode,
-    model_text,
+    query_text,
 )
 from m3e_rag.encode.light import light_prompts, light_shape, light_tokenizer
 from m3e_rag.encode.loader import _load_model
@@ -174,9 +171,15 @@ class M3EEncoder(_EncoderOptions):
         return self._loaded().st.tokenizer if self.is_loaded else light_tokenizer(self._model_folder())
 
     def _model_folder(self) -> Path:
-        """The local folder of this encoder's model (found in the cache or downloaded; weights not loaded)."""
-        return locate_model(self.model_name, cache_folder=self.cache_folder, revision=self.revision,
-                            local_files_only=self.local_files_only)
+        """The local folder of this encoder's model (found in the cache or downloaded; weights not loaded).
+
+        Looked up once per encoder: a sparse-only search asks for it (tokenizer, prompt, window) every time.
+        """
+        folder: Path | None = self.__dict__.get("_folder")
+        if folder is None:
+            folder = self._folder = locate_model(self.model_name, cache_folder=self.cache_folder,
+                                                 revision=self.revision, local_files_only=self.local_files_only)
+        return folder
 
     def _known_prompts(self) -> dict[str, str]:
         own = self._loaded().prompts if self.is_loaded else light_prompts(self._model_folder())
@@ -242,11 +245,7 @@ class M3EEncoder(_EncoderOptions):
 
     def encode_query(self, text: str) -> np.ndarray:
         """Embed one query: a float32 vector of shape (dim,)."""
-        if not isinstance(text, str) or not text.strip():
-            raise InputError(f"query is {_describe(text)}; pass a non-empty string.")
-        check_unicode(text)
-        text = cap_query_chars(model_text(text), self.max_seq_length)  # the window is all it reads: never 10 MB
-        return self._encode([text], self.query_prompt, **self._query_side())[0]
+        return self._encode([query_text(text, self.max_seq_length)], self.query_prompt, **self._query_side())[0]
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed several queries at once: shape (len(texts), dim)."""

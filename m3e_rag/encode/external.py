@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from m3e_rag.encode.approx_tokens import ApproxTokenizer
-from m3e_rag.encode.inputs import _describe, _validate_texts, cap_query_chars, check_unicode, model_text
+from m3e_rag.encode.inputs import _validate_texts, query_text
 from m3e_rag.errors import InputError
 
 __all__ = ["ExternalEncoder", "external_identity", "DEFAULT_EXTERNAL_WINDOW"]
@@ -140,11 +140,7 @@ class ExternalEncoder:
 
     def encode_query(self, text: str) -> np.ndarray:
         """Embed one query with ``embed_query``: shape (dim,), checked."""
-        if not isinstance(text, str) or not text.strip():
-            raise InputError(f"query is {_describe(text)}; pass a non-empty string.")
-        check_unicode(text)
-        text = cap_query_chars(model_text(text), self.max_seq_length)
-        return self._vectors([self._embed_query(text)], 1, "embed_query")[0]
+        return self._vectors([self._embed_query(query_text(text, self.max_seq_length))], 1, "embed_query")[0]
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed several queries, one ``embed_query`` call each: shape (len(texts), dim)."""

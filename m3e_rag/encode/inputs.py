@@ -47,6 +47,7 @@ __all__ = [
     "SURROGATE_RE",
     "cap_query",
     "cap_query_chars",
+    "query_text",
     "check_unicode",
     "model_text",
     "strip_invisible",
@@ -192,3 +193,15 @@ def _check_overflow(lengths: np.ndarray, model: _LoadedModel, on_overflow: str) 
             "chunk them (m3e_rag.ingest.chunking.Chunker) or pass on_overflow='truncate' to silence this.",
             over.size, lengths.size, model.max_seq_length, first, int(lengths[first]),
         )
+
+
+def query_text(text: object, window: int) -> str:
+    """One query as an encoder embeds it: checked, cleaned, and cut to what the model reads.
+
+    A non-empty string of valid Unicode (else InputError saying what to pass), invisible characters
+    removed, cut to what a model with a ``window``-token window reads (never 10 MB).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"query is {_describe(text)}; pass a non-empty string.")
+    check_unicode(text)
+    return cap_query_chars(model_text(text), window)

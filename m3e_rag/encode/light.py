@@ -4,10 +4,12 @@ BM25 search caps the query at what the model would read, which takes the model's
 query prompt, not its weights. Loading a model's weights costs seconds and hundreds of MiB; the
 tokenizer alone costs milliseconds. :class:`~m3e_rag.encode.encoder.M3EEncoder` answers ``tokenizer``
 and the prompts from here until something (a dense search, an ingest) loads the model itself.
+Each is read once per folder per process: a sparse-only search asks for them every time.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from pathlib import Path
@@ -56,6 +58,7 @@ def light_tokenizer(model: Path) -> Any:
         return _TOKENIZERS.setdefault(key, tokenizer)
 
 
+@functools.lru_cache(maxsize=32)
 def light_prompts(model: Path) -> dict[str, str]:
     """The prompts a sentence-transformers folder declares (``config_sentence_transformers.json``), unloaded."""
     config = _read_json(model / "config_sentence_transformers.json")
@@ -63,6 +66,7 @@ def light_prompts(model: Path) -> dict[str, str]:
     return {k: v for k, v in (prompts or {}).items() if isinstance(k, str) and isinstance(v, str)}
 
 
+@functools.lru_cache(maxsize=32)
 def light_shape(model: Path) -> tuple[int | None, int | None]:
     """``(dim, window)`` as a sentence-transformers folder declares them; None where the files do not say.
 

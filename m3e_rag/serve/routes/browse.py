@@ -13,17 +13,17 @@ They sit under ``/v1/`` so the gate asks for the API key as for search: they ret
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from m3e_rag.encode.inputs import cap_query_chars, check_unicode
-from m3e_rag.errors import InputError, M3ERagError
+from m3e_rag.errors import M3ERagError
 from m3e_rag.retrieve.context import fetch_neighbours
 from m3e_rag.serve.http_errors import ApiError, from_library, json_response
-from m3e_rag.serve.routes.deps import ServiceDep, need_index, ready
+from m3e_rag.serve.routes.deps import ServiceDep, need_index, ready, request_query
 
 __all__ = ["router", "NeighboursRequest", "TermsRequest", "MAX_AROUND", "MAX_SOURCES_LISTED"]
 
@@ -71,10 +71,7 @@ async def index_info(request: Request, service: ServiceDep) -> Response:
             "max_k": svc.config.max_k,
         }
 
-    try:
-        return json_response(await asyncio.to_thread(read))
-    except M3ERagError as exc:
-        raise from_library(exc) from exc
+    return await _answer(read)
 
 
 @router.post("/v1/neighbours", tags=["index"])
@@ -102,6 +99,11 @@ async def neighbours(body: NeighboursRequest, service: ServiceDep) -> Response:
                 "chunks": [{"id": c.id, "text": c.text, "chunk_index": c.metadata.get("chunk_index"),
                             "start": c.metadata.get("start"), "end": c.metadata.get("end")} for c in chunks]}
 
+    return await _answer(read)
+
+
+async def _answer(read: Callable[[], dict[str, Any]]) -> Response:
+    """``read()`` run off the event loop (it reads the store) as the JSON answer; library errors as HTTP errors."""
     try:
         return json_response(await asyncio.to_thread(read))
     except M3ERagError as exc:
@@ -112,14 +114,8 @@ async def neighbours(body: NeighboursRequest, service: ServiceDep) -> Response:
 async def terms(body: TermsRequest, service: ServiceDep) -> Response:
     """The query's BM25 terms (each once, in order), the words a hit's text is highlighted on."""
     svc = ready(service)
-    if not body.query.strip():
-        raise ApiError(400, "query is empty; send the text whose terms you want.", param="query")
-    try:
-        check_unicode(body.query)
-    except InputError as exc:
-        raise ApiError(400, str(exc), param="query", code="invalid_unicode") from exc
+    query = request_query(body.query, svc.window, "the text whose terms you want")  # /v1/search's bound
     from m3e_rag.index.sparse.tokenize import tokenize_for_bm25
 
-    query = cap_query_chars(body.query, svc.window)  # the same bound as /v1/search, before jieba runs
     tokens = await asyncio.to_thread(tokenize_for_bm25, query)
     return json_response({"object": "terms", "terms": list(dict.fromkeys(tokens))})

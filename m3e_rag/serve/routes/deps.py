@@ -17,7 +17,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
-from m3e_rag.errors import M3ERagError
+from m3e_rag.encode.inputs import cap_query_chars, check_unicode
+from m3e_rag.errors import InputError, M3ERagError
 from m3e_rag.serve.auth import Receive
 from m3e_rag.serve.batcher import EmbedResult, Kind, QueueFullError
 from m3e_rag.serve.http_errors import ApiError, ClientGone, busy, from_library, load_failed
@@ -122,3 +123,18 @@ async def run_guarded(request: Request, work: Callable[[], Awaitable[Response]])
         return Response(status_code=499)
     except M3ERagError as exc:
         raise from_library(exc) from exc
+
+
+def request_query(text: str, window: int, hint: str) -> str:
+    """A request's ``query``: non-empty and valid Unicode (else 400 naming the fix), cut to what a model reads.
+
+    ``hint`` ends the empty-query message (``"query is empty; send <hint>."``). The cut comes before any
+    tokenizer or BM25 work sees the text.
+    """
+    if not text.strip():
+        raise ApiError(400, f"query is empty; send {hint}.", param="query")
+    try:
+        check_unicode(text)
+    except InputError as exc:
+        raise ApiError(400, str(exc), param="query", code="invalid_unicode") from exc
+    return cap_query_chars(text, window)

@@ -15,10 +15,18 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from m3e_rag.encode.inputs import cap_query_chars, check_unicode
 from m3e_rag.errors import InputError
 from m3e_rag.serve.http_errors import ApiError, json_response
-from m3e_rag.serve.routes.deps import ServiceDep, need_index, ready, release_announcement, run_guarded, submit, wait
+from m3e_rag.serve.routes.deps import (
+    ServiceDep,
+    need_index,
+    ready,
+    release_announcement,
+    request_query,
+    run_guarded,
+    submit,
+    wait,
+)
 from m3e_rag.serve.schemas import SearchRequest
 
 __all__ = ["router"]
@@ -31,13 +39,7 @@ async def search(body: SearchRequest, request: Request, service: ServiceDep) -> 
     """Search the served index: the pipeline's search (dense, sparse or hybrid; filters, MMR, rerank)."""
     svc = ready(service)
     pipeline = need_index(svc)
-    if not body.query.strip():
-        raise ApiError(400, "query is empty; send the text to search for.", param="query")
-    try:
-        check_unicode(body.query)
-    except InputError as exc:
-        raise ApiError(400, str(exc), param="query", code="invalid_unicode") from exc
-    query = cap_query_chars(body.query, svc.window)  # before any tokenizer or BM25 work
+    query = request_query(body.query, svc.window, "the text to search for")
     for name in ("k", "fetch_k", "rerank_top_n"):
         value = getattr(body, name)
         if value is not None and value > svc.config.max_k:
