@@ -34,7 +34,11 @@ def _split(value: str, flag: str) -> list[str]:
 
 def add_choose_commands(sub: Any) -> None:
     """Add the ``models``, ``similarity`` and ``compare`` subcommands to the ``m3e-rag`` parser."""
-    p_models = sub.add_parser("models", help="list the models known by name (dimension, window, prompts, licence)")
+    p_models = sub.add_parser(
+        "models", help="list the models known by name (dimension, window, outputs, prompts, licence)"
+    )
+    p_models.add_argument("folders", nargs="*", metavar="FOLDER",
+                          help="model folders to describe too (outputs read from their files)")
     p_models.add_argument("--json", action="store_true", help="print JSON on stdout")
 
     p_sim = sub.add_parser(
@@ -59,7 +63,10 @@ def add_choose_commands(sub: Any) -> None:
     p_cmp.add_argument("--queries", required=True, help="SQuAD file, or JSONL queries with relevant_ids")
     p_cmp.add_argument("--corpus", default=None, help="SQuAD file or JSONL {id, text} corpus (default: --queries)")
     p_cmp.add_argument("--pairs", default=None, help="sentence-pair file also scored for each model")
-    p_cmp.add_argument("--modes", default="dense,sparse,hybrid", help="comma-separated (default: dense,sparse,hybrid)")
+    p_cmp.add_argument("--modes", default="dense,sparse,hybrid",
+                       help="comma-separated (default: dense,sparse,hybrid); sparse/hybrid use a model's own learned "
+                            "sparse output when it has one (BGE-M3), BM25 otherwise; also sparse-bm25, hybrid-bm25 "
+                            "(BM25 by name) and hybrid+colbert (ColBERT second stage, BGE-M3's heads)")
     p_cmp.add_argument("-k", type=int, default=10, help="metric cutoff (default 10)")
     p_cmp.add_argument("--limit", type=int, default=None, help="score only the first N queries (quick runs)")
     p_cmp.add_argument("--pairs-limit", type=int, default=None, help="score only the first N pairs")
@@ -78,27 +85,53 @@ def add_choose_commands(sub: Any) -> None:
     p_cmp.add_argument("--json", action="store_true", help="print JSON on stdout")
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    """``m3e-rag models``: the registry, as a table or JSON."""
-    from m3e_rag.encode.registry import MODELS
+def _folder_rows(folders: list[str]) -> list[dict[str, Any]]:
+    """What ``m3e-rag models FOLDER...`` says of each folder: its outputs (by its files), dim and window."""
+    from pathlib import Path
 
-    specs = list(MODELS.values())
-    if args.json:
-        print_json([spec.to_dict() for spec in specs])
-        return 0
-    header = ["model", "hub id", "dim", "window", "params", "languages", "query prompt", "licence"]
-    rows = [header] + [
-        [s.alias, s.hub_id, str(s.dim), str(s.max_tokens), f"{s.params_millions}M", ",".join(s.languages),
-         s.query_prompt or "-", s.licence]
-        for s in specs
-    ]
-    widths = [max(_width(r[i]) for r in rows) for i in range(len(header))]
+    from m3e_rag.encode.bge_m3 import outputs_of
+    from m3e_rag.encode.light import light_shape
+
+    rows = []
+    for name in folders:
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise InputError(f"{name!r} is not a model folder; give the path of a local model folder.")
+        dim, window = light_shape(folder)
+        rows.append({"path": str(folder), "dim": dim, "max_tokens": window, "outputs": list(outputs_of(folder))})
+    return rows
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    widths = [max(_width(r[i]) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
         out("  ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths, strict=True)).rstrip())
         if n == 0:
             out("  ".join("-" * w for w in widths))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``m3e-rag models [FOLDER...]``: the registry (and any folders given), as a table or JSON."""
+    from m3e_rag.encode.registry import MODELS
+
+    specs = list(MODELS.values())
+    folders = _folder_rows(list(args.folders))
+    if args.json:
+        print_json([spec.to_dict() for spec in specs] + folders)
+        return 0
+    header = ["model", "hub id", "dim", "window", "params", "languages", "outputs", "query prompt", "licence"]
+    _print_table([header] + [
+        [s.alias, s.hub_id, str(s.dim), str(s.max_tokens), f"{s.params_millions}M", ",".join(s.languages),
+         "+".join(s.outputs), s.query_prompt or "-", s.licence]
+        for s in specs
+    ])
     out("Facts from the models' cards (not measured here); licence terms: each model card "
         "(`m3e-rag models --json` has the links). Any other sentence-transformers model works too.")
+    if folders:
+        out("")
+        _print_table([["folder", "dim", "window", "outputs"]] + [
+            [f["path"], str(f["dim"] or "?"), str(f["max_tokens"] or "?"), "+".join(f["outputs"])] for f in folders
+        ])
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 
 from m3e_rag.encode.batching import _encode_batches
+from m3e_rag.encode.bge_m3 import ModelOutputsMixin
 from m3e_rag.encode.cache import EncodeStats, _cached_model, _is_cached, _LoadedModel
 from m3e_rag.encode.inputs import (
     _check_overflow,
@@ -71,7 +72,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-class M3EEncoder(_EncoderOptions):
+class M3EEncoder(_EncoderOptions, ModelOutputsMixin):
     """Encode passages and queries with an M3E (or any sentence-transformers) model.
 
     Args:

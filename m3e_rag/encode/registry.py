@@ -28,6 +28,7 @@ __all__ = [
     "MODEL_CARD_URL",
     "DEFAULT_CHUNK_CAP",
     "BGE_ZH_QUERY_INSTRUCTION",
+    "OUTPUTS",
     "resolve_spec",
     "spec_for",
     "register_model",
@@ -38,6 +39,8 @@ MODEL_CARD_URL = "https://huggingface.co/{hub_id}"
 #: model's room. bge-m3 reads 8,192 tokens, but one vector per 8k-token chunk blurs retrieval and costs
 #: quadratic attention; pass ``chunk_tokens`` to go higher.
 DEFAULT_CHUNK_CAP = 510
+#: The outputs a model can give: dense vectors, learned lexical weights, ColBERT multi-vectors.
+OUTPUTS = ("dense", "sparse", "colbert")
 #: The s2p (short query -> passage) retrieval instruction of bge-*-zh-v1.5, for queries only.
 BGE_ZH_QUERY_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
 
@@ -60,6 +63,8 @@ class ModelSpec:
         licence_url: where the licence terms are (default: the model card).
         pooling: how token vectors become one (``"mean"`` or ``"cls"``), for information.
         notes: one line a chooser should know.
+        outputs: what the model gives: ``"dense"``, plus ``"sparse"`` (learned lexical weights) and
+            ``"colbert"`` (multi-vectors) where its folder ships BGE-M3's heads (:mod:`~m3e_rag.encode.bge_m3`).
     """
 
     alias: str
@@ -75,12 +80,18 @@ class ModelSpec:
     licence_url: str = ""
     pooling: str = "mean"
     notes: str = ""
+    outputs: tuple[str, ...] = ("dense",)
 
     def __post_init__(self) -> None:
         if not self.alias.strip() or not self.hub_id.strip():
             raise InputError("a ModelSpec needs a non-empty alias and hub_id.")
         if self.dim < 1 or self.max_tokens < 3:
             raise InputError(f"ModelSpec {self.alias!r}: dim must be >= 1 and max_tokens >= 3.")
+        if "dense" not in self.outputs or not set(self.outputs) <= set(OUTPUTS):
+            raise InputError(
+                f"ModelSpec {self.alias!r}: outputs must hold 'dense' and only {', '.join(OUTPUTS)}; "
+                f"got {self.outputs!r}."
+            )
 
     @property
     def model_card(self) -> str:
@@ -108,6 +119,7 @@ class ModelSpec:
         """JSON-ready facts, with the model card and licence link added."""
         data = asdict(self)
         data["languages"] = list(self.languages)
+        data["outputs"] = list(self.outputs)
         data["model_card"] = self.model_card
         data["licence_url"] = self.licence_link
         data["vector_bytes"] = self.vector_bytes
@@ -138,8 +150,8 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             "bge-m3", "BAAI/bge-m3", 1024, 8192, ("multilingual",), 568, family="bge", licence="MIT",
-            pooling="cls",
-            notes="dense vectors only here (its sparse and multi-vector outputs need FlagEmbedding); "
+            pooling="cls", outputs=("dense", "sparse", "colbert"),
+            notes="dense, learned-sparse and ColBERT outputs from its heads (M3EEncoder.encode_outputs); "
             f"chunks capped at {DEFAULT_CHUNK_CAP} tokens unless chunk_tokens says more",
         ),
     )

