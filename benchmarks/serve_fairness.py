@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import _corpus  # noqa: E402
 import _measure as M  # noqa: E402
-from serve import _log_dir, run_cell, start_server  # noqa: E402
+from _serve_load import drive, run_cell  # noqa: E402
+from _serve_servers import start_server  # noqa: E402
+from serve import log_dir  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "serve_fairness.json"
 
 
 async def _mixed(url: str, pool: list[str], seconds: float, size: int, clients: int) -> dict[str, Any]:
-    big, small = await asyncio.gather(run_cell(url, "bench", pool, size, clients, seconds),
-                                      run_cell(url, "bench", pool, 1, 1, seconds))
+    big, small = await asyncio.gather(drive(url, "bench", pool, size, clients, seconds),
+                                      drive(url, "bench", pool, 1, 1, seconds))
     return {"big": {"texts_per_request": size, "clients": clients, **big}, "small_1x1": small}
 
 
@@ -50,21 +51,16 @@ def main() -> None:
 
     model = standins.m3e_shape("base")
     pool = _corpus.short_queries(None, 512, seed=7)
-    logs = _log_dir()
+    logs = log_dir()
     logs.mkdir(parents=True, exist_ok=True)
     trees = {"current": None} | ({"baseline": args.baseline_tree.resolve()} if args.baseline_tree else {})
     rows: list[dict[str, Any]] = []
     for name, tree in trees.items():
-        env_before, cwd_before = os.environ.get("PYTHONPATH"), Path.cwd()
-        if tree is not None:  # `python -m` puts the working directory first on sys.path: run from the tree
-            os.environ["PYTHONPATH"] = str(tree)
-            os.chdir(tree)
-        server = start_server(f"m3e-rag-{name}", model, None, logs, "torch", [])
-        os.chdir(cwd_before)
+        server = start_server("m3e-rag" if tree is None else "m3e-rag-before", model, None, logs, baseline_tree=tree)
         try:
             server.wait_ready()
             for size in (1, 32):  # warm-up
-                asyncio.run(run_cell(server.url, "bench", pool, size, 1, 0.0))
+                run_cell(server.url, "bench", pool, size, 1, 0.0)
             load_before = M.load_average()
             size, clients = (int(v) for v in args.big.split("x"))
             res = asyncio.run(_mixed(server.url, pool, args.seconds, size, clients))
@@ -73,10 +69,6 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr)
         finally:
             server.stop()
-            if env_before is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = env_before
     print(f"{'server':10} {'small p50 ms':>12} {'small p99 ms':>12} {'small reqs':>10} {'big texts/s':>11} "
           f"{'load':>16}")
     for r in rows:

@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import _measure as M  # noqa: E402
 import httpx  # noqa: E402
-from serve import Server, _free_port, _log_dir  # noqa: E402
+from _serve_servers import Server, free_port  # noqa: E402
+from serve import log_dir  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "serve_soak.json"
 KEY = {"Authorization": "Bearer soak-key"}
@@ -98,13 +99,13 @@ def main() -> None:
     args = ap.parse_args()
     from tests.support import standins
 
-    logs = _log_dir()
+    logs = log_dir()
     logs.mkdir(parents=True, exist_ok=True)
     index = logs / f"soak-index-{int(time.time())}"
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "m3e_rag", "serve", "--model", str(standins.tiny_m3e()), "--port", str(port),
             "--index", str(index), "--api-key", "soak-key", "--served-model-name", "bench"]
-    server = Server("m3e-rag", argv, port, "/v1/embeddings", logs / "soak.log")
+    server = Server("m3e-rag", argv, port, logs / "soak.log")
     try:
         server.wait_ready()
         result = asyncio.run(_run(f"http://127.0.0.1:{port}", server.proc.pid, args.seconds, args.every, args.clients))
