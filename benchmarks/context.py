@@ -6,9 +6,11 @@ own: XLM-R SentencePiece Unigram, 250,037 pieces), the same questions. Systems:
 
 - ``m3e-rag top-k``: ``RAGPipeline`` defaults (256-token chunks, 32 overlap, hybrid search),
   ``search(k=10)``, the chunks concatenated in rank order;
-- ``m3e-rag context``: ``RAGPipeline.context(query, budget_tokens=B, hits=<the top-k hits>)`` with its
-  default options, the context assembly over the same hits (only the assembly differs), budgeted with
-  the metric's tokenizer;
+- ``m3e-rag context``: ``RAGPipeline.context(query, budget_tokens=B, hits=<the top-k hits>,
+  query_vector=<the query's vector>)`` with its default options (``focus="auto"``: a trimmed piece is cut
+  around the sentence sharing most terms with the question, or, where none shares one, the sentence whose
+  embedding is closest to the question's), the context assembly over the same hits (only the assembly
+  differs), budgeted with the metric's tokenizer;
 - ``LangChain tutorial``: ``RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200,
   add_start_index=True)``, ``InMemoryVectorStore``, the top 4 (``similarity_search``'s default k, the
   RAG tutorial's retriever), run as ``similarity_search_by_vector`` with the query embedded beforehand
@@ -220,6 +222,7 @@ def _m3e(task: Any, encoder: Any, vectors: Any, folder: Path, counter: Any) -> t
     from m3e_rag.evaluate.context_recall import Piece
     from m3e_rag.evaluate.context_run import context_pieces, pieces_from_results
     from m3e_rag.pipeline import RAGPipeline
+    from m3e_rag.retrieve.context import DEFAULT_FOCUS
 
     rag = RAGPipeline(folder, encoder=encoder)
     started = time.perf_counter()
@@ -239,11 +242,12 @@ def _m3e(task: Any, encoder: Any, vectors: Any, folder: Path, counter: Any) -> t
     def assembled(n: int, query: Any, budget: int) -> list[Piece]:
         # The same hits as top-k (only the assembly differs), budgeted in the metric's own tokens.
         return context_pieces(rag.context(query.text, budget_tokens=budget, hits=hits(n, query),
-                                          count_tokens=counter.count))
+                                          count_tokens=counter.count, query_vector=vectors[n]))
 
     info = {"chunks": rag.store.count(), "index_seconds": round(time.perf_counter() - started, 1),
             "settings": {"chunk_tokens": rag.chunk_tokens, "overlap_tokens": rag.overlap_tokens, "mode": "hybrid",
-                         "k": M3E_K, "context": "RAGPipeline.context defaults over the top-k hits"}}
+                         "k": M3E_K, "context": "RAGPipeline.context defaults over the top-k hits",
+                         "context_focus": DEFAULT_FOCUS}}
     return {BASELINE: top_k, CONTEXT: assembled}, info
 
 

@@ -86,8 +86,9 @@ def _search_system(searches: _Searches, mode: str) -> ContextRetriever:
 def _context_system(searches: _Searches, mode: str, counter: TokenCounter) -> ContextRetriever:
     def retrieve(n: int, query: EvalQuery, budget: int) -> list[Piece]:
         hits = searches.hits(n, query, mode)
+        vector = None if searches.vectors is None else searches.vectors[n]
         return context_pieces(searches.pipeline.context(query.text, budget_tokens=budget, hits=hits,
-                                                        count_tokens=counter.count))
+                                                        count_tokens=counter.count, query_vector=vector))
 
     return retrieve
 

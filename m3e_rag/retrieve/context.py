@@ -6,8 +6,12 @@ the budget. :func:`assemble_context` instead
 
 - **merges** the hits of one source whose spans overlap, touch or are separated by whitespace only
   into one piece, rebuilt from the chunks' own texts at their character offsets (no text twice);
-- **trims** a piece that does not fit what is left of the budget to the sentences around the one
-  sharing most terms with the query (BM25's tokenizer; no second model), or leaves it out;
+- **trims** a piece that does not fit what is left of the budget to the sentences around its focus, or
+  leaves it out. The focus (``focus=``): the sentence sharing most terms with the query (BM25's
+  tokenizer), or the one whose embedding by the search's own model is closest to the query's (no second
+  model; only the trimmed candidates' sentences are embedded), or ``auto``: terms where the candidate
+  shares one with the query, else the embedding, because a question in another language than the text
+  shares no term with it and trimming by terms then keeps the hit's first sentences wherever the answer is;
 - **widens** the pieces, with the tokens left once every hit is placed, into the sentences around
   them (their neighbouring chunks, fetched from the store by :func:`fetch_neighbours`);
 - keeps each piece's source, exact character span (``document[start:end] == piece.text``), the ids of
@@ -21,7 +25,7 @@ text, its sentence units) and :mod:`m3e_rag.retrieve.context_merge` (placing and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from m3e_rag.errors import InputError, refuse_unknown
@@ -34,14 +38,17 @@ from m3e_rag.retrieve.searcher import IndexReader, Searcher
 from m3e_rag.types import Context, ContextPiece, RetrievedChunk
 
 if TYPE_CHECKING:
+    import numpy as np
     from typing_extensions import Unpack
 
     from m3e_rag.encode.protocol import TextEncoder
     from m3e_rag.index.chroma import ChromaStore
 
 __all__ = [
+    "ContextFocus",
     "ContextOptions",
     "ContextOrder",
+    "DEFAULT_FOCUS",
     "DEFAULT_CONTEXT_K",
     "DEFAULT_CONTEXT_TOKENS",
     "DEFAULT_WIDEN",
@@ -49,7 +56,10 @@ __all__ = [
     "context_for_query",
     "fetch_neighbours",
     "model_token_counter",
+    "focus_scorer",
     "query_overlap",
+    "query_similarity",
+    "terms_then_similarity",
 ]
 
 #: Default budget of :meth:`m3e_rag.RAGPipeline.context`, in tokens.
@@ -58,6 +68,14 @@ DEFAULT_CONTEXT_TOKENS = 1024
 DEFAULT_CONTEXT_K = 10
 #: Neighbouring chunks fetched on each side of a hit for widening by default.
 DEFAULT_WIDEN = 1
+#: What a trimmed piece is cut around: the sentence sharing most ``terms`` with the query (no model run), the one
+#: whose embedding is closest to the query's (``vector``: the same encoder, on the trimmed candidates' sentences
+#: only), or ``auto``: terms where the candidate shares one with the query, else the vector (a question in
+#: another language than the text shares no term with it).
+ContextFocus = Literal["auto", "terms", "vector"]
+_FOCUSES = ("auto", "terms", "vector")
+#: The default focus, chosen by measurement (benchmarks/context.py; README, "Context for the LLM").
+DEFAULT_FOCUS: ContextFocus = "auto"
 #: How pieces are ordered: ``score`` (best first) or ``source`` (sources best first, each in text order).
 ContextOrder = Literal["score", "source"]
 _ORDERS = ("score", "source")
@@ -66,7 +84,7 @@ _SPAN_KEYS = frozenset({"start", "end", "chunk_index", "n_tokens"})
 
 
 def query_overlap(query: str) -> UnitScorer:
-    """``score(text)``: the characters of the query's BM25 terms that ``text`` contains (each term once).
+    """``score(texts)``: for each text, the characters of the query's BM25 terms it contains (each term once).
 
     Cheap and model-free: it tells which sentence of a 256-token chunk the question is about.
     """
@@ -74,10 +92,57 @@ def query_overlap(query: str) -> UnitScorer:
 
     terms = set(tokenize_for_bm25(query))
 
-    def score(text: str) -> float:
-        return float(sum(len(t) for t in terms.intersection(tokenize_for_bm25(text))))
+    def score(texts: Sequence[str]) -> list[float]:
+        return [float(sum(len(t) for t in terms.intersection(tokenize_for_bm25(text)))) for text in texts]
 
     return score
+
+
+def query_similarity(encoder: TextEncoder, query_vector: Callable[[], Any]) -> UnitScorer:
+    """``score(texts)``: the cosine of each text's embedding (the document side of ``encoder``) and the query's.
+
+    The same model as the search, no second one. ``query_vector()`` gives the query's vector; it is asked for
+    on the first call only, so a context that trims nothing embeds nothing.
+    """
+    import numpy as np
+
+    found: list[Any] = []
+
+    def score(texts: Sequence[str]) -> list[float]:
+        if not texts:
+            return []
+        if not found:
+            q = np.asarray(query_vector(), dtype=np.float32).reshape(-1)
+            found.append(q / (float(np.linalg.norm(q)) or 1.0))
+        vectors = np.asarray(encoder.encode_documents(list(texts)), dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1)
+        norms[norms == 0] = 1.0
+        return [float(v) for v in (vectors @ found[0]) / norms]
+
+    return score
+
+
+def terms_then_similarity(terms: UnitScorer, similarity: UnitScorer) -> UnitScorer:
+    """``terms`` where some text shares a term with the query, else ``similarity`` (a question in another language).
+
+    Per call, that is per trimmed candidate: the model runs only for candidates sharing no term with the query.
+    """
+
+    def score(texts: Sequence[str]) -> list[float]:
+        by_terms = list(terms(texts))
+        return by_terms if any(v > 0 for v in by_terms) else list(similarity(texts))
+
+    return score
+
+
+def focus_scorer(focus: str, query: str, encoder: TextEncoder, query_vector: Callable[[], Any]) -> UnitScorer | None:
+    """The trimming scorer for a :data:`ContextFocus` (None without a query: the hit's first sentences)."""
+    if not query:
+        return None
+    if focus == "terms":
+        return query_overlap(query)
+    similarity = query_similarity(encoder, query_vector)
+    return similarity if focus == "vector" else terms_then_similarity(query_overlap(query), similarity)
 
 
 def model_token_counter(encoder: TextEncoder) -> TokenCounter:
@@ -219,6 +284,7 @@ def assemble_context(
     sentence_starts: SentenceStarts | None = None,
     order: ContextOrder = "score",
     max_piece_tokens: int | None = None,
+    scorer: UnitScorer | None = None,
 ) -> Context:
     """Fit ranked hits into ``budget_tokens`` as merged, cited, non-overlapping pieces (see the module doc).
 
@@ -230,11 +296,13 @@ def assemble_context(
         budget_tokens: the most tokens the pieces may hold together (citation lines not counted).
         neighbours: other stored chunks of the hits' sources (:func:`fetch_neighbours`) that widening may use.
         widen: spend the tokens left after placing every hit on the text around the pieces.
-        query: the question: the focus of a trimmed piece is the sentence sharing most terms with it.
+        query: the question: the focus of a trimmed piece is the sentence closest to it (see ``scorer``).
         sentence_starts: ``fn(text) -> offsets`` of sentence starts, where pieces may be cut (the
             pipeline passes the chunker's rules); None cuts at chunk edges only.
         order: ``score`` (best piece first) or ``source`` (sources best first, each in text order).
         max_piece_tokens: the most tokens one hit's piece takes before every hit is placed (None: no cap).
+        scorer: how close each sentence is to the query, for trimming (:func:`focus_scorer`; None: the query's
+            terms, :func:`query_overlap`); widening always follows the query's terms (cheap, unit by unit).
 
     Returns:
         A :class:`~m3e_rag.types.Context`; ``context.text`` renders it with ``[n] source (start-end)`` citations.
@@ -253,7 +321,8 @@ def assemble_context(
         units = segment.unit_range(chunk.start, chunk.end)
         if units is not None:
             ranked.append((Hit(rank, record.score, segment, units[0], units[1]), record))
-    assembler = Assembler(count_tokens, budget_tokens, query_overlap(query) if query else None, max_piece_tokens)
+    terms = query_overlap(query) if query else None
+    assembler = Assembler(count_tokens, budget_tokens, scorer or terms, max_piece_tokens, widen_scorer=terms)
     for segment, i, j, best in _candidates([h for h, _ in ranked]):
         assembler.place(segment, i, j, best.rank, (best.i, best.j))
     if widen:
@@ -277,6 +346,10 @@ class ContextOptions(TypedDict, total=False):
             its special tokens); pass your LLM's tokenizer to budget in its tokens.
         order: ``score`` (best piece first, the default) or ``source`` (sources best first, each in text order).
         max_piece_tokens: the most tokens one hit takes before every hit is placed (None, the default: no cap).
+        focus: what a piece too big for the budget is trimmed around (:data:`ContextFocus`, default
+            :data:`DEFAULT_FOCUS`).
+        query_vector: the query's embedding by this index's model, if already computed: the search and the
+            ``vector``/``auto`` focus use it instead of embedding the query again.
         mode: search option, as in :meth:`m3e_rag.RAGPipeline.search`.
         where: search option, as in ``search``.
         where_document: search option, as in ``search``.
@@ -294,6 +367,8 @@ class ContextOptions(TypedDict, total=False):
     count_tokens: TokenCounter | None
     order: ContextOrder
     max_piece_tokens: int | None
+    focus: ContextFocus
+    query_vector: Sequence[float] | np.ndarray | None
     mode: SearchMode | None
     where: Mapping[str, Any] | None
     where_document: Mapping[str, Any] | None
@@ -330,9 +405,15 @@ def context_for_query(
     _check_options(budget_tokens, order, cap, count_tokens or len)
     if isinstance(widen, bool) or not isinstance(widen, int) or widen < 0:
         raise InputError(f"widen must be a non-negative integer (neighbouring chunks per side), got {widen!r}.")
+    focus = given.get("focus", DEFAULT_FOCUS)
+    if focus not in _FOCUSES:
+        raise InputError(f"focus must be one of {', '.join(_FOCUSES)}; got {focus!r}.")
+    vector = given.get("query_vector")
+    if vector is not None:
+        vector = searcher.check_vector(vector)
     search = {key: given[key] for key in _SEARCH_KEYS if given.get(key) is not None}
     if hits is None:
-        found = searcher.search(query, DEFAULT_CONTEXT_K if k is None else k, **search)
+        found = searcher.search(query, DEFAULT_CONTEXT_K if k is None else k, query_vector=vector, **search)
     elif k is not None or search:
         named = sorted([*search, *(["k"] if k is not None else [])])
         raise InputError(f"hits= replaces the search; {', '.join(named)} would be ignored: leave them unset.")
@@ -342,7 +423,8 @@ def context_for_query(
         found = list(hits)
     store_hits = [h for h in found if isinstance(h, RetrievedChunk)]
     neighbours = fetch_neighbours(index.store, store_hits, widen) if widen and store_hits else []
+    scorer = focus_scorer(focus, query, encoder, lambda: encoder.encode_query(query) if vector is None else vector)
     return assemble_context(
         found, count_tokens or model_token_counter(encoder), budget_tokens, neighbours=neighbours, widen=True,
-        query=query or None, sentence_starts=sentence_starts, order=order, max_piece_tokens=cap,
+        query=query or None, sentence_starts=sentence_starts, order=order, max_piece_tokens=cap, scorer=scorer,
     )
