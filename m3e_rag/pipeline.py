@@ -261,6 +261,11 @@ class RAGPipeline(_RecordDoors):
         """The BM25 index, loaded and checked against the store (caught up from it when stale)."""
         return self._index.sparse_index
 
+    @property
+    def has_learned(self) -> bool:
+        """The index keeps the model's learned-sparse output beside BM25 (its model ships a sparse head: BGE-M3)."""
+        return self._index.has_learned
+
     def _save_sparse(self) -> None:
         """Fold the BM25 log into a new snapshot if it has grown past its share (writes are logged as made)."""
         self._index.save_sparse()
@@ -340,6 +345,8 @@ class RAGPipeline(_RecordDoors):
         rerank_top_n: int | None = None,
         query_vector: Sequence[float] | np.ndarray | None = None,
         hybrid_weights: HybridWeights | None = None,
+        sparse: str = "auto",
+        colbert: bool = False,
     ) -> list[RetrievedChunk]:
         """Find the ``k`` chunks best matching ``query``.
 
@@ -370,6 +377,11 @@ class RAGPipeline(_RecordDoors):
                 ``query`` is still needed for BM25 and reranking.
             hybrid_weights: this search's fusion weights instead of the pipeline's (LlamaIndex's
                 ``alpha`` arrives here as ``dense=alpha, sparse=1-alpha``).
+            sparse: the sparse list of ``mode="sparse"`` / ``"hybrid"``: ``"auto"`` (the model's own learned-sparse
+                output when it has a sparse head, as BGE-M3 does, else BM25), ``"bm25"`` or ``"learned"``
+                (:mod:`m3e_rag.retrieve.learned`).
+            colbert: rescore the fused candidates with the model's ColBERT, dense and lexical scores combined as
+                FlagEmbedding does (needs a model with both heads; :mod:`m3e_rag.retrieve.colbert`).
 
         Returns:
             Results, best first, each with id, text, score and metadata (source, start, end, ...).
@@ -377,7 +389,7 @@ class RAGPipeline(_RecordDoors):
         return self._searcher.search(query, k, where=where, where_document=where_document, mode=mode, mmr=mmr,
                                      fetch_k=fetch_k, lambda_mult=lambda_mult, score_threshold=score_threshold,
                                      reranker=reranker, rerank_top_n=rerank_top_n, query_vector=query_vector,
-                                     hybrid_weights=hybrid_weights)
+                                     hybrid_weights=hybrid_weights, sparse=sparse, colbert=colbert)
 
     def search_by_vector(
         self,

@@ -89,6 +89,14 @@ def add_ingest_commands(sub: Any) -> None:
         "--mode", default=None, choices=["dense", "sparse", "hybrid"],
         help="dense (M3E), sparse (BM25) or hybrid (both, fused per query) (default: hybrid)",
     )
+    p_search.add_argument(
+        "--sparse", default="auto", choices=["auto", "bm25", "learned"],
+        help="the sparse list of --mode sparse/hybrid: the model's own learned-sparse output when it has a sparse "
+             "head (BGE-M3), else BM25 (auto, default); or bm25 / learned by name",
+    )
+    p_search.add_argument("--colbert", action="store_true",
+                          help="rescore the fused candidates with the model's ColBERT, dense and lexical scores "
+                               "(a model with BGE-M3's heads)")
     p_search.add_argument("--reranker", default=None, help=RERANKER_HELP)
     p_search.add_argument("--rerank-top-n", type=int, default=None,
                           help="candidates given to the reranker (default: max(20, k))")
@@ -227,7 +235,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.rerank_top_n is not None and args.reranker is None:
         raise InputError("--rerank-top-n needs --reranker NAME_OR_FOLDER.")
     results = rag.search(args.query, k=args.k, where=where, where_document=where_document, mode=args.mode,
-                         reranker=args.reranker, rerank_top_n=args.rerank_top_n)
+                         reranker=args.reranker, rerank_top_n=args.rerank_top_n, sparse=args.sparse,
+                         colbert=args.colbert)
     if args.json:
         print_json([{"id": r.id, "text": r.text, "score": r.score, "metadata": r.metadata} for r in results])
     mode = args.mode or ("hybrid" if rag.use_sparse else "dense")
@@ -240,7 +249,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         else:
             out(why)
     elif not args.json:
-        print_hits(results, args.query, mode)
+        learned = mode == "sparse" and args.sparse != "bm25" and rag.has_learned
+        print_hits(results, args.query, "colbert" if args.colbert else "lexical" if learned else mode)
     return 0
 
 

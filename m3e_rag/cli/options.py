@@ -121,6 +121,7 @@ FLAG_OF_ARGUMENT: dict[str, str] = {
     "where": "--where",
     "reranker": "--reranker",
     "mode": "--mode",
+    "sparse": "--sparse",
     "backend": "--backend",
     "device": "--device",
     "collection": "--collection",

@@ -19,9 +19,10 @@ from typing import Any
 
 from m3e_rag.encode.registry import spec_for
 from m3e_rag.errors import InputError
+from m3e_rag.evaluate.compare_heads import check_compare_mode
 from m3e_rag.evaluate.pairs import PairSet
 from m3e_rag.evaluate.tasks import RetrievalTask
-from m3e_rag.retrieve.modes import check_k, check_mode
+from m3e_rag.retrieve.modes import check_k
 
 __all__ = ["CompareSettings"]
 
@@ -58,7 +59,7 @@ class CompareSettings:
     def __post_init__(self) -> None:
         if not self.modes:
             raise InputError("modes is empty; give e.g. dense,sparse,hybrid.")
-        object.__setattr__(self, "modes", tuple(check_mode(m) for m in dict.fromkeys(self.modes)))
+        object.__setattr__(self, "modes", tuple(check_compare_mode(m) for m in dict.fromkeys(self.modes)))
         check_k(self.k, "k")
         for name in ("limit", "chunk_tokens", "overlap_tokens", "pairs_limit"):
             value = getattr(self, name)

@@ -14,7 +14,7 @@ from typing import Any
 
 from m3e_rag.errors import InputError, MissingExtraError
 from m3e_rag.evaluate.compare_cache import CompareSettings
-from m3e_rag.retrieve.modes import check_mode
+from m3e_rag.evaluate.compare_heads import check_compare_mode
 
 __all__ = ["ModelResult", "Comparison", "plot_comparison"]
 
@@ -158,6 +158,9 @@ class Comparison:
             "passages/s: corpus indexed per second (chunk+embed+store); query p50: one dense search incl. "
             "embedding; RSS: peak per model worker; B/vector: float32 vector bytes. Speed and memory are "
             "this machine's."
+            + ("" if set(self.settings.modes) <= {"dense"} else
+               " sparse/hybrid: the model's own learned-sparse list when it has a sparse head (BGE-M3), else BM25; "
+               "-bm25: BM25 by name; +colbert: ColBERT second stage (models with BGE-M3's heads).")
         )
         loads = [f"{r.label} {r.load_average[0]:.1f}" for r in self.results if r.load_average]
         if loads:
@@ -191,7 +194,7 @@ def plot_comparison(
         import matplotlib.ticker
     except ImportError as exc:
         raise MissingExtraError("matplotlib", "plot", "The comparison plot") from exc
-    mode = check_mode(mode) if mode is not None else comparison.settings.modes[0]
+    mode = check_compare_mode(mode) if mode is not None else comparison.settings.modes[0]
     if mode not in comparison.settings.modes:
         raise InputError(f"mode {mode!r} was not measured; measured: {', '.join(comparison.settings.modes)}.")
     metric = metric or f"ndcg@{comparison.settings.k}"

@@ -140,7 +140,11 @@ def run_model(
     # absolute path to one folder open the same cached index.
     rag = RAGPipeline(slot.index, model_name=resolved, **settings.pipeline_options())
     info, reused = _build_index(rag, task, slot, report_progress)
-    report = evaluate(task, rag, settings.modes, k=settings.k, progress=report_progress)
+    from m3e_rag.evaluate.compare_heads import VARIANTS, score_variants
+
+    report = evaluate(task, rag, [m for m in settings.modes if m not in VARIANTS] or ["dense"], k=settings.k,
+                      progress=report_progress)
+    modes = {**report.to_dict(), **score_variants(task, rag, settings.modes, settings.k, report_progress)}
     latency = _latency_ms(rag, [q.text for q in task.queries[: settings.latency_queries]], settings.k,
                           report_progress)
     pair_report = None
@@ -161,7 +165,7 @@ def run_model(
         passages=len(task.corpus),
         chunks=report.chunks,
         queries=report.queries,
-        modes=report.to_dict(),
+        modes={mode: metrics for mode, metrics in modes.items() if metrics is not None},
         pairs=pair_report.to_dict() if pair_report else None,
         index_seconds=float(seconds) if seconds is not None and embedded else None,
         passages_per_s=per_s,

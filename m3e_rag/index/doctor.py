@@ -14,10 +14,12 @@ collection     the collection exists in the database                            
 model          the collection records the model and dimension that built it             no
 hnsw           the HNSW files hold a vector for every record (count vs HNSW elements)   re-embed
 bm25           the BM25 file matches the store's ids (warning only: rebuilt on demand)   rebuild
+learned        the learned-sparse folder (a model with a sparse head) matches the ids   remove [2]
 manifest       ``m3e-rag.json`` records this collection (warning only)                  rewrite
 =============  =======================================================================  ==========
 
 [1] only when the database is healthy and the collection was deleted outside m3e-rag.
+[2] checked only where it exists (warning only); the next open rebuilds it with the model.
 
 **Re-embedding.** Chroma keeps vectors in the HNSW files only (its write-ahead queue is purged once
 they are compacted), so vectors lost with the HNSW folder cannot be read back from sqlite. The
@@ -72,7 +74,7 @@ class Check:
     """One check's outcome.
 
     Attributes:
-        name: ``folder``, ``sqlite``, ``collection``, ``model``, ``hnsw``, ``bm25`` or ``manifest``.
+        name: ``folder``, ``sqlite``, ``collection``, ``model``, ``hnsw``, ``bm25``, ``learned`` or ``manifest``.
         ok: whether it passed.
         level: ``error`` (the index is damaged) or ``warning`` (it works; something is stale).
         detail: one sentence: what was found.
@@ -204,6 +206,7 @@ def diagnose(index: str | Path, collection: str = "m3e_rag") -> DoctorReport:
 
     ids = _check_hnsw(folder, coll_id, report)
     _check_bm25(folder, collection, ids, report)
+    _check_learned(folder, collection, ids, report)
 
     if recorded is not None and recorded.get("id") == coll_id:
         _add(report, Check("manifest", True, f"{MANIFEST} records {collection!r}", level="warning"))
@@ -285,19 +288,34 @@ def _check_bm25(folder: Path, collection: str, ids: list[str], report: DoctorRep
         _add(report, Check("bm25", True, f"no {sparse_path.name} (built on the first sparse or hybrid search)",
                            level="warning"))
         return
-    from m3e_rag.index.sparse.bm25 import fingerprint
     from m3e_rag.index.sparse.folder import SparseFolder
 
+    _check_sparse_folder("bm25", sparse_path, SparseFolder, ids, report)
+
+
+def _check_learned(folder: Path, collection: str, ids: list[str], report: DoctorReport) -> None:
+    """The ``learned`` check (a warning), only where a model with a sparse head wrote a learned-sparse folder."""
+    from m3e_rag.index.sparse.learned_side import LearnedFolder, learned_folder
+
+    path = learned_folder(_sparse_file(folder, collection))
+    if path.exists():
+        _check_sparse_folder("learned", path, LearnedFolder, ids, report)
+
+
+def _check_sparse_folder(name: str, path: Path, folder_type: Any, ids: list[str], report: DoctorReport) -> None:
+    """A sparse folder's check: it opens, and its ids are the store's (else a repairable warning)."""
+    from m3e_rag.index.sparse.bm25 import fingerprint
+
     try:
-        sparse = SparseFolder.open(sparse_path, writable=False).index
+        sparse = folder_type.open(path, writable=False).index
     except M3ERagError as exc:
-        _add(report, Check("bm25", False, f"{sparse_path.name} is unusable ({exc})", level="warning", repairable=True))
+        _add(report, Check(name, False, f"{path.name} is unusable ({exc})", level="warning", repairable=True))
     else:
-        report.counts["bm25"] = len(sparse)
+        report.counts[name] = len(sparse)
         if sparse.fingerprint == fingerprint(ids):
-            _add(report, Check("bm25", True, f"{sparse_path.name} matches the {len(ids)} stored ids", level="warning"))
+            _add(report, Check(name, True, f"{path.name} matches the {len(ids)} stored ids", level="warning"))
         else:
-            _add(report, Check("bm25", False, f"{sparse_path.name} holds {len(sparse)} ids that differ from the "
+            _add(report, Check(name, False, f"{path.name} holds {len(sparse)} ids that differ from the "
                                f"{len(ids)} stored (stale: searches catch it up, --repair rebuilds it now)",
                                level="warning", repairable=True))
 
@@ -341,6 +359,14 @@ def repair(
     if remaining & {"bm25"} and after.model is not None:
         _rebuild_bm25(folder, collection)
         repaired.append("rebuilt the BM25 file from the stored texts")
+    if "learned" in remaining and after.model is not None:
+        import shutil
+
+        from m3e_rag.index.sparse.learned_side import learned_folder
+
+        shutil.rmtree(learned_folder(_sparse_file(folder, collection)), ignore_errors=True)
+        repaired.append("removed the learned-sparse folder: the next open rebuilds it with the model from the stored "
+                        "texts")
     if "manifest" in remaining and after.model is not None:
         from filelock import FileLock
 

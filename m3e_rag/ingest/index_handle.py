@@ -21,6 +21,8 @@ from typing import Any
 from m3e_rag.encode.protocol import TextEncoder
 from m3e_rag.index.chroma import DEFAULT_COLLECTION, ChromaStore
 from m3e_rag.index.sparse.bm25 import SparseIndex
+from m3e_rag.index.sparse.learned import LearnedSparseIndex
+from m3e_rag.index.sparse.learned_side import LearnedSide, learned_folder
 from m3e_rag.index.sparse.sync import SparseSide, server_cache_folder, sparse_folder
 from m3e_rag.ingest.chunking import Chunker
 
@@ -77,6 +79,7 @@ class IndexHandle:
         self._chunker: Chunker | None = None
         self._sparse: SparseIndex | None = None
         self._sparse_side: SparseSide | None = None
+        self._learned_side: LearnedSide | None = None
         self._write_generation = 0
         self._lock = threading.RLock()
 
@@ -89,6 +92,51 @@ class IndexHandle:
     def sparse_side(self) -> SparseSide | None:
         """The BM25 side once opened (None before the first search or write that needs it)."""
         return self._sparse_side
+
+    @property
+    def has_learned(self) -> bool:
+        """The index keeps a learned-sparse side: the encoder has a sparse head and a sparse side is kept.
+
+        Decided by the encoder's ``outputs`` (a model folder that ships the heads), never by a model name.
+        """
+        return self.use_sparse and "sparse" in getattr(self.encoder, "outputs", ("dense",))
+
+    @property
+    def learned_index(self) -> LearnedSparseIndex | None:
+        """The learned-sparse index (the model's lexical weights), caught up with the store; None without a head."""
+        if not self.has_learned:
+            return None
+        with self._lock:
+            if self._learned_side is None:
+                side = LearnedSide(self.store, self._learned_path(), self._document_lexical)
+                with side.locked():
+                    self.store.refresh_if_moved()
+                    side.open()
+                self._learned_side = side
+            return self._learned_side.learned
+
+    def embed_documents(self, texts: Sequence[str]) -> tuple[Any, list[dict[str, float]] | None]:
+        """Document vectors, and their lexical weights when a learned side is kept: ONE forward pass for both.
+
+        Returns:
+            ``(vectors, lexical)``; ``lexical`` is None for a model without a sparse head.
+        """
+        if not self.has_learned:
+            return self.encoder.encode_documents(texts), None
+        out = self.encoder.encode_outputs(list(texts), "document", sparse=True)  # type: ignore[attr-defined]
+        return out.dense, list(out.lexical)
+
+    def _learned_path(self) -> Path | None:
+        path = self.sparse_path()
+        return None if path is None else learned_folder(path)
+
+    def _document_lexical(self, texts: list[str]) -> list[dict[str, float]]:
+        """The model's lexical weights of document texts (a catch-up from the store: weights come from the model)."""
+        return self.embed_documents(texts)[1] or []
+
+    def _sides(self) -> list[SparseSide]:
+        """The sparse sides opened: BM25, then the learned one."""
+        return [side for side in (self._sparse_side, self._learned_side) if side is not None]
 
     @property
     def chunker(self) -> Chunker:
@@ -153,18 +201,18 @@ class IndexHandle:
         in-memory HNSW) and BM25 results follow another process's writes.
         """
         store = self.store
-        side = self._sparse_side if self.use_sparse else None
-        if store.generation() == store.seen_generation and (side is None or side.generation == store.seen_generation):
+        sides = self._sides() if self.use_sparse else []
+        if store.generation() == store.seen_generation and all(s.generation == store.seen_generation for s in sides):
             return
-        with self._lock:
-            if side is None:
-                with store.open_lock():
-                    store.refresh_if_moved()
-                return
-            with side.locked():
-                store.refresh_if_moved()
+        with self._lock, ExitStack() as stack:
+            stack.enter_context(store.open_lock())
+            for side in sides:
+                stack.enter_context(side.locked())
+            store.refresh_if_moved()
+            for side in sides:
                 side.sync()
-                self._sparse = side.index
+            if self._sparse_side is not None:
+                self._sparse = self._sparse_side.index
 
     @contextmanager
     def writing(self) -> Iterator[int]:
@@ -179,36 +227,53 @@ class IndexHandle:
         store = self.store
         store.require_writable()  # before the BM25 side is opened or anything else is done
         with self._lock, ExitStack() as stack:
-            side = None
             if self.use_sparse:
                 self.sparse_index  # noqa: B018 - opens (and catches up) the BM25 side first
-                side = self._sparse_side
-            stack.enter_context(side.locked() if side is not None else store.write_lock())
+                self.learned_index  # noqa: B018 - and the learned side, when the model has a sparse head
+            stack.enter_context(store.write_lock())
+            sides = self._sides()
+            for side in sides:
+                stack.enter_context(side.locked())
             store.refresh_if_moved()
-            if side is not None:
+            for side in sides:
                 side.sync()
-                self._sparse = side.index
+            if self._sparse_side is not None:
+                self._sparse = self._sparse_side.index
             generation = store.bump_generation()
             self._write_generation = generation
             yield generation
-            if side is not None:
-                side.mark(generation)  # a write that touched no BM25 entry still moved the store
+            for side in sides:
+                side.mark(generation)  # a write that touched no sparse entry still moved the store
                 side.maybe_compact()
 
-    def sparse_upsert(self, ids: Sequence[str], texts: Sequence[str]) -> None:
-        """Mirror an upsert in the BM25 side (inside :meth:`writing`)."""
-        if self.use_sparse and self._sparse_side is not None and ids:
+    def sparse_upsert(
+        self, ids: Sequence[str], texts: Sequence[str], lexical: Sequence[Mapping[str, float]] | None = None
+    ) -> None:
+        """Mirror an upsert in the sparse sides (inside :meth:`writing`).
+
+        ``lexical``: the texts' lexical weights from the forward pass that gave their vectors (ingest); without
+        them a learned side runs the model's sparse output on the texts itself.
+        """
+        if not (self.use_sparse and ids):
+            return
+        if self._sparse_side is not None:
             self._sparse_side.upsert(ids, texts, self._write_generation)
+        if self._learned_side is not None:
+            if lexical is None:
+                self._learned_side.upsert(ids, texts, self._write_generation)
+            else:
+                self._learned_side.upsert_weights(ids, lexical, self._write_generation)
 
     def sparse_delete(self, ids: Sequence[str]) -> None:
-        """Mirror a delete in the BM25 side (inside :meth:`writing`)."""
-        if self.use_sparse and self._sparse_side is not None and ids:
-            self._sparse_side.delete(ids, self._write_generation)
+        """Mirror a delete in the sparse sides (inside :meth:`writing`)."""
+        if self.use_sparse and ids:
+            for side in self._sides():
+                side.delete(ids, self._write_generation)
 
     def save_sparse(self) -> None:
-        """Fold the BM25 log into a new snapshot if it has grown past its share (writes are logged as made)."""
-        if self._sparse_side is not None:
-            self._sparse_side.maybe_compact()
+        """Fold the sparse logs into new snapshots if they have grown past their share (writes are logged as made)."""
+        for side in self._sides():
+            side.maybe_compact()
 
     def stats(self) -> dict[str, Any]:
         """Model, dimension, chunk and source counts, and where the index lives."""
@@ -231,8 +296,10 @@ class IndexHandle:
         """
         path = self.sparse_path()
         self.store.drop()
-        if path is not None and path.exists():
-            shutil.rmtree(path, ignore_errors=True)
+        for folder in (path, None if path is None else learned_folder(path)):
+            if folder is not None and folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
         self._store = None
         self._sparse = None
         self._sparse_side = None
+        self._learned_side = None

@@ -148,6 +148,7 @@ class Ingestor:
     def __init__(self, index: IndexHandle, encoder: TextEncoder) -> None:
         self._index = index
         self._encoder = encoder
+        self._lexical: dict[str, Any] = {}  # id -> lexical weights from the forward pass that embedded it
 
     def ingest(
         self,
@@ -294,7 +295,9 @@ class Ingestor:
             if stale:
                 store.delete(ids=stale)
                 report.chunks_removed += len(stale)
-            self._index.sparse_upsert([cid for cid, _ in new], [c.text for _, c in new])
+            lexical = [self._lexical.pop(cid) for cid, _ in new] if self._index.has_learned else None
+            self._index.sparse_upsert([cid for cid, _ in new], [c.text for _, c in new], lexical)
+            self._lexical.clear()
             self._index.sparse_delete(stale)
         return {cid for cid, _ in new}
 
@@ -309,6 +312,8 @@ class Ingestor:
         """Vectors of ``pairs`` by id, counted in the report."""
         if not pairs:
             return {}
-        vectors = self._encoder.encode_documents([c.text for _, c in pairs])
+        vectors, lexical = self._index.embed_documents([c.text for _, c in pairs])  # one pass, with a sparse head
+        if lexical is not None:
+            self._lexical.update((cid, lexical[i]) for i, (cid, _) in enumerate(pairs))
         report.texts_embedded += len(pairs)
         return {cid: vectors[i] for i, (cid, _) in enumerate(pairs)}

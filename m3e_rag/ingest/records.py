@@ -76,15 +76,16 @@ class Records:
             raise InputError(f"Duplicate ids in one call: {dupes[:5]}; ids must be unique.")
         if not items:
             return []
+        lexical = None
         if embeddings is None:
-            vectors = self._encoder.encode_documents(items)
+            vectors, lexical = self._index.embed_documents(items)  # with the lexical weights, in one pass
         else:
             vectors = self.check_vectors(embeddings, len(items))
         metas = [dict(m or {}) for m in (metadatas or [None] * len(items))]
         store = self._index.store
         with self._index.writing():
             store.upsert([StoreRecord(cid, items[n], vectors[n], metas[n]) for n, cid in enumerate(final_ids)])
-            self._index.sparse_upsert(final_ids, items)
+            self._index.sparse_upsert(final_ids, items, lexical)
         return final_ids
 
     def check_vectors(self, vectors: Sequence[Sequence[float]] | np.ndarray, n: int) -> np.ndarray:

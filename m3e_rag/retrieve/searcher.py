@@ -20,7 +20,9 @@ from m3e_rag.errors import InputError
 from m3e_rag.index.boundary import check_filters
 from m3e_rag.index.chroma import ChromaStore
 from m3e_rag.index.sparse.bm25 import SparseIndex
+from m3e_rag.retrieve.colbert import colbert_rescore
 from m3e_rag.retrieve.fusion import HybridWeights, fuse_hybrid
+from m3e_rag.retrieve.learned import QueryPlan, plan_query
 from m3e_rag.retrieve.mmr import mmr_select
 from m3e_rag.retrieve.modes import SearchMode, check_k, check_mode
 from m3e_rag.retrieve.rerank import Reranker, RerankerLike, load_reranker, rerank
@@ -108,6 +110,8 @@ class Searcher:
         rerank_top_n: int | None = None,
         query_vector: Sequence[float] | np.ndarray | None = None,
         hybrid_weights: HybridWeights | None = None,
+        sparse: str = "auto",
+        colbert: bool = False,
     ) -> list[RetrievedChunk]:
         """The ``k`` chunks best matching ``query``; see :meth:`m3e_rag.RAGPipeline.search` for the arguments."""
         if not isinstance(query, str) or not query.strip():
@@ -127,26 +131,34 @@ class Searcher:
         check_filters(where, where_document)  # a bad filter fails before the query is embedded
         query = self.bounded_query(query)  # before any tokenizer or BM25 work: the window is all that is read
         reranker = load_reranker(reranker) if reranker is not None else self.reranker
-        depth = max(k, fetch_k) if (mmr or reranker is not None or mode != "dense") else k
+        if not isinstance(colbert, bool):
+            raise InputError(f"colbert must be True or False, got {colbert!r}.")
+        depth = max(k, fetch_k) if (mmr or reranker is not None or mode != "dense" or colbert) else k
         if reranker is not None and rerank_top_n is not None:
             depth = max(depth, check_k(rerank_top_n, "rerank_top_n"))
         self._index.sync()  # another process may have written: one metadata read, catch up only if it did
         store = self._index.store
-        qvec = None
+        # The sparse list (BM25 or the model's learned one) and, when the model runs for it, the query's outputs.
+        plan = plan_query(self._index, self._encoder, query, mode=mode, sparse=sparse, colbert=colbert)
+        qvec: Any = None
         dense: list[RetrievedChunk] = []
+        if mode in ("dense", "hybrid") or mmr or colbert:
+            qvec = self.check_vector(query_vector) if query_vector is not None else plan.dense_vector()
+            qvec = self._encoder.encode_query(query) if qvec is None else qvec
         if mode in ("dense", "hybrid") or mmr:
-            qvec = self._encoder.encode_query(query) if query_vector is None else self.check_vector(query_vector)
             dense = store.query(qvec, depth, where=where, where_document=where_document, include_embeddings=mmr)
         if mode == "dense":
             results = dense
         else:
-            sparse_hits = self._sparse_search(query, depth, where, where_document)
+            sparse_hits = self._sparse_search(plan, depth, where, where_document)
             if mode == "sparse":
                 results = sparse_hits
             else:
                 weights = hybrid_weights or self.hybrid_weights
-                coverage = self._index.sparse_index.term_coverage(query) if weights.coverage_power else 1.0
+                coverage = plan.coverage() if weights.coverage_power else 1.0
                 results = fuse_hybrid(dense, sparse_hits, weights, coverage)
+        if colbert and results:
+            results = colbert_rescore(self._encoder, plan.outputs, qvec, results[:depth])
         if mmr and results:
             results = self._mmr(qvec, results, k, lambda_mult)
         if reranker is not None:
@@ -189,12 +201,12 @@ class Searcher:
 
     def _sparse_search(
         self,
-        query: str,
+        plan: QueryPlan,
         depth: int,
         where: Mapping[str, Any] | None,
         where_document: Mapping[str, Any] | None = None,
     ) -> list[RetrievedChunk]:
-        """BM25 top-``depth``, ranked among the chunks the filters allow (exact, never post-filtered).
+        """The sparse list's top-``depth`` (BM25 or learned, per ``plan``) among the chunks the filters allow (exact).
 
         With a metadata filter, BM25's unfiltered ranking is first walked in score order, its head
         fetched by id and the filter evaluated on it (:data:`SPARSE_VERIFY_ROUNDS`): when the head holds
@@ -206,13 +218,13 @@ class Searcher:
         ids are resolved by Chroma.
         """
         if where or where_document:
-            verified = self._sparse_verified(query, depth, where, where_document)
+            verified = self._sparse_verified(plan, depth, where, where_document)
             if verified is not None:
                 return verified
         allowed = self._index.store.allowed_ids(where, where_document)  # None: no filter
         if allowed is not None and not allowed:
             return []
-        hits = self._index.sparse_index.search(query, depth, allowed_ids=None if allowed is None else set(allowed))
+        hits = plan.search(depth, allowed_ids=None if allowed is None else set(allowed))
         if not hits:
             return []
         records = {r.id: r for r in self._index.store.get(ids=[cid for cid, _ in hits])}
@@ -220,7 +232,7 @@ class Searcher:
                 for cid, score in hits if cid in records]
 
     def _sparse_verified(
-        self, query: str, depth: int, where: Mapping[str, Any] | None, where_document: Mapping[str, Any] | None
+        self, plan: QueryPlan, depth: int, where: Mapping[str, Any] | None, where_document: Mapping[str, Any] | None
     ) -> list[RetrievedChunk] | None:
         """The filtered BM25 top-``depth`` from the head of the unfiltered ranking; None to take the exact path.
 
@@ -235,7 +247,7 @@ class Searcher:
         budgets = [depth * f for f in SPARSE_VERIFY_ROUNDS if depth * f <= SPARSE_VERIFY_MAX_IDS]
         if not budgets:
             return None
-        ranked = self._index.sparse_index.search(query, budgets[-1])  # one scoring; each head is a prefix of it
+        ranked = plan.search(budgets[-1])  # one scoring; each head is a prefix of it
         if not ranked:
             return []
         records: dict[str, RetrievedChunk] = {}

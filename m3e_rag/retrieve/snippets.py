@@ -24,6 +24,10 @@ SCORE_MEANINGS: dict[str, str] = {
     "fused": "hybrid of cosine and BM25, each standardised over this query's candidates, then weighted; unitless, "
              "below 0 means below this query's average candidate; compare within one query",
     "rerank": "the cross-encoder's relevance score; the first stage's score follows it",
+    "lexical": "the model's lexical matching score (sum over shared tokens of query x chunk weight), 0 and up; "
+               "compare within one query",
+    "colbert": "the mean of the dense, lexical and ColBERT scores (FlagEmbedding's combination); compare within "
+               "one query",
 }
 
 _MODE_LABELS = {"dense": "cosine", "sparse": "BM25", "hybrid": "fused"}

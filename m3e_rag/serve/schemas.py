@@ -1,6 +1,6 @@
 """Request bodies of the service, as pydantic models (they also make ``/openapi.json``).
 
-``/v1/embeddings`` follows OpenAI's schema exactly (plus one optional extension, ``input_type``);
+``/v1/embeddings`` follows OpenAI's schema exactly (plus optional extensions: ``input_type``, ``return_sparse``);
 ``/v1/rerank`` follows the Jina/Cohere shape that Dify and FastGPT send. Every model forbids
 unknown fields: a misspelt option is a 422 naming it, never silently ignored.
 """
@@ -42,12 +42,23 @@ class EmbeddingRequest(_Strict):
     input_type: Literal["document", "query"] = Field(
         "document", description="Extension: which prompt the model prepends (M3E has none; e5-style models do)."
     )
+    return_sparse: bool = Field(
+        False, description="Extension: also return each text's lexical weights as `sparse_embedding` "
+        "({indices: token ids, values: weights}, from the same forward pass as the dense vector), for models whose "
+        "folder ships a sparse head (BGE-M3's sparse_linear.pt); other models answer 400."
+    )
+
+
+class _SparseEmbedding(BaseModel):
+    indices: list[int]
+    values: list[float]
 
 
 class _EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | str
+    sparse_embedding: _SparseEmbedding | None = None
 
 
 class _Usage(BaseModel):
@@ -96,6 +107,11 @@ class SearchRequest(_Strict):
     score_threshold: float | None = None
     rerank: bool = Field(False, description="Reorder with the server's cross-encoder (needs --reranker).")
     rerank_top_n: int | None = Field(None, ge=1)
+    sparse: Literal["auto", "bm25", "learned"] = Field(
+        "auto", description="The sparse list of sparse/hybrid: the model's learned one when it ships a sparse head "
+        "(BGE-M3), else BM25 (auto); or one by name."
+    )
+    colbert: bool = Field(False, description="Rescore the fused candidates with the model's ColBERT head (BGE-M3).")
 
 
 class IngestText(_Strict):

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from m3e_rag.errors import InputError
-from m3e_rag.index.sparse.postings import Postings, nonempty_strings
+from m3e_rag.index.sparse.postings import Postings, check_search, nonempty_strings
 from m3e_rag.index.sparse.scoring import BM25Method, idf, term_scores, top_k
-from m3e_rag.index.sparse.tokenize import _jieba, tokenize_for_bm25
+from m3e_rag.index.sparse.tokenize import TOKENIZER_VERSION, _jieba, tokenize_for_bm25
 
 __all__ = ["SparseIndex", "fingerprint"]
 
@@ -85,6 +85,9 @@ class SparseIndex(Postings):
         InputError: if a parameter is out of range.
 
     """
+
+    #: What the terms are, recorded in a snapshot: a snapshot of other terms is refused on open.
+    TERMS_VERSION = TOKENIZER_VERSION
 
     def __init__(self, *, k1: float = 1.2, b: float = 0.75, method: BM25Method = "lucene") -> None:
         if method not in ("lucene", "robertson", "atire"):
@@ -247,6 +250,16 @@ class SparseIndex(Postings):
         index._fill(block)
         return index
 
+    def snapshot_params(self) -> dict[str, Any]:
+        """What a snapshot records besides the postings to build this index again (the BM25 parameters)."""
+        return {"bm25": {"method": self._method, "k1": self._k1, "b": self._b}}
+
+    @classmethod
+    def from_snapshot(cls, block: Mapping[str, Any], meta: Mapping[str, Any]) -> SparseIndex:
+        """Build an index from a snapshot's arrays and the :meth:`snapshot_params` in its ``meta``."""
+        params = meta["bm25"]
+        return cls.from_block(block, k1=params["k1"], b=params["b"], method=params["method"])
+
     # ----------------------------------------------------------------- search
 
     def build(self) -> None:
@@ -295,10 +308,7 @@ class SparseIndex(Postings):
             InputError: if ``query`` is not a string or ``k`` is not an int ``>= 0``.
 
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise InputError(f"k must be an int >= 0, got {k!r}")
-        if isinstance(allowed_ids, str):
-            raise InputError("allowed_ids must be a collection of ids, got one str; wrap it in a list")
+        check_search(k, allowed_ids)
         terms = tokenize_for_bm25(query)
         if not terms or k == 0:
             return []
@@ -307,13 +317,9 @@ class SparseIndex(Postings):
             if n == 0:
                 return []
             avgdl = self._total_len / n
-            mask: np.ndarray | None = None
-            if allowed_ids is not None:
-                wanted = [self._position[i] for i in allowed_ids if i in self._position]
-                if not wanted:
-                    return []
-                mask = np.zeros(len(self._ids), dtype=bool)
-                mask[wanted] = True
+            mask = self._allowed_mask(allowed_ids)
+            if mask is not None and not mask.any():
+                return []
             weights: dict[int, float] = {}
             for term in terms:  # a repeated query term counts again
                 number = self._vocab.get(term)

@@ -85,6 +85,9 @@ class SparseFolder:
 
     """
 
+    #: The kind of index the folder holds (a subclass keeps a learned-sparse index the same way).
+    index_type: type[SparseIndex] = SparseIndex
+
     def __init__(self, folder: Path, index: SparseIndex, snapshot: str, generation: int | None,
                  offset: int, log_records: int, writable: bool) -> None:
         self.folder = folder
@@ -108,7 +111,7 @@ class SparseFolder:
         """
         folder = Path(folder)
         snapshot = current_snapshot(folder)
-        index, generation = read_snapshot(folder / snapshot)
+        index, generation = read_snapshot(folder / snapshot, cls.index_type)
         self = cls(folder, index, snapshot, generation, 0, 0, writable)
         self._replay()
         return self
@@ -116,7 +119,7 @@ class SparseFolder:
     @classmethod
     def create(cls, folder: Path, index: SparseIndex | None = None, generation: int | None = None) -> SparseFolder:
         """Write ``index`` (or an empty one) as the folder's snapshot and open it for writing."""
-        index = index if index is not None else SparseIndex()
+        index = index if index is not None else cls.index_type()
         cls.write_snapshot(Path(folder), index, generation=generation)
         return cls.open(Path(folder))
 
@@ -177,7 +180,7 @@ class SparseFolder:
     def _apply(self, record: dict[str, Any]) -> None:
         op, ids = record["op"], record.get("ids", [])
         if op == "u":
-            self.index.upsert_terms(ids, record["terms"])
+            self._apply_upsert(ids, record)
         elif op == "d":
             self.index.delete(ids)
         self._log_records += len(ids)
@@ -185,6 +188,10 @@ class SparseFolder:
         if generation is not None and not isinstance(generation, int):
             raise ValueError(f"generation {generation!r} is not an int")
         self.generation = generation
+
+    def _apply_upsert(self, ids: list[str], record: dict[str, Any]) -> None:
+        """Apply one upsert record to the index (a learned folder's records carry weights as well)."""
+        self.index.upsert_terms(ids, record["terms"])
 
     def _append(self, record: dict[str, Any]) -> None:
         if not self._writable:
@@ -238,7 +245,7 @@ class SparseFolder:
         except StoreError:
             snapshot = self._snapshot
         if snapshot != self._snapshot or not self._log_path().parent.is_dir():
-            fresh = SparseFolder.open(self.folder, writable=self._writable)
+            fresh = type(self).open(self.folder, writable=self._writable)
             self.index, self.generation, self._snapshot = fresh.index, fresh.generation, fresh._snapshot
             self._offset, self._log_records = fresh._offset, fresh._log_records
             return True

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Postings", "nonempty_strings"]
+from m3e_rag.errors import InputError
+
+__all__ = ["Postings", "check_search", "nonempty_strings"]
 
 #: Fold the delta into the CSC block when it holds more than this many positions and more than
 #: :data:`_DELTA_SHARE` of the block: the amortised cost per written chunk stays constant.
@@ -42,6 +44,14 @@ def nonempty_strings(values: Iterable[Any]) -> bool:
         return all(map(str.__len__, values))  # str.__len__ raises TypeError on anything but a str
     except TypeError:
         return False
+
+
+def check_search(k: object, allowed_ids: object) -> None:
+    """The arguments every sparse search shares: ``k`` an int >= 0, ``allowed_ids`` a collection (not one str)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise InputError(f"k must be an int >= 0, got {k!r}")
+    if isinstance(allowed_ids, str):
+        raise InputError("allowed_ids must be a collection of ids, got one str; wrap it in a list")
 
 
 class _Grow:
@@ -83,6 +93,10 @@ class Postings:
     expect the lock held by the caller; the others take it.
     """
 
+    #: dtype of a posting's value: a term count for BM25; a learned index holds float weights
+    #: (:class:`~m3e_rag.index.sparse.learned.LearnedSparseIndex`), in the same machinery.
+    VALUE_DTYPE: Any = np.uint16
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._terms: list[str] = []  # term number -> term
@@ -96,9 +110,9 @@ class Postings:
         self._base_end = 0
         self._ptr = np.zeros(1, dtype=np.int64)
         self._pos = _EMPTY_I32
-        self._tf: np.ndarray = np.zeros(0, dtype=np.uint16)
+        self._tf: np.ndarray = np.zeros(0, dtype=self.VALUE_DTYPE)
         # Delta over positions >= _base_end: term -> ([positions], [tfs]).
-        self._delta: dict[int, tuple[list[int], list[int]]] = {}
+        self._delta: dict[int, tuple[list[int], list[Any]]] = {}
         # Segments over positions >= _base_end written by batched adds: (term numbers ascending,
         # positions, term frequencies), each a numpy array; folded with the delta by compact().
         self._segments: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -125,18 +139,22 @@ class Postings:
 
     def _add(self, chunk_id: str, tokens: Sequence[str]) -> None:
         """Append one chunk at a new position, killing its old one (lock held)."""
+        self._add_values(chunk_id, Counter(tokens), len(tokens))  # counted in C
+
+    def _add_values(self, chunk_id: str, values: Mapping[str, Any], length: int) -> None:
+        """Append one chunk holding ``values`` (term -> count or weight) at a new position (lock held)."""
         self._kill(chunk_id)
         vocab, number_of = self._vocab, self._new_term
-        counts: dict[int, int] = {}
-        for token, count in Counter(tokens).items():  # counted in C; one dict lookup per distinct term
+        counts: dict[int, Any] = {}
+        for token, count in values.items():  # one dict lookup per distinct term
             number = vocab.get(token)
             counts[number_of(token) if number is None else number] = count
         position = len(self._ids)
         self._ids.append(chunk_id)
         self._position[chunk_id] = position
-        self._doc_len.append(len(tokens))
+        self._doc_len.append(length)
         self._alive.append(True)
-        self._total_len += len(tokens)
+        self._total_len += length
         delta = self._delta
         for number, tf in counts.items():
             lists = delta.get(number)
@@ -214,14 +232,14 @@ class Postings:
                 kept = np.concatenate(([0], np.cumsum(base_keep, dtype=np.int64)))
                 base_counts[: len(self._ptr) - 1] = kept[self._ptr[1:]] - kept[self._ptr[:-1]]
             base_pos = renumber[self._pos[base_keep]].astype(np.int32)
-            base_tf = np.asarray(self._tf[base_keep], dtype=np.uint16)
+            base_tf = np.asarray(self._tf[base_keep], dtype=self.VALUE_DTYPE)
             base_terms = np.repeat(np.arange(n_terms, dtype=np.int32), base_counts)
             # Delta postings of live positions.
             d_terms, d_pos, d_tf = [], [], []
             for number, (positions, tfs) in self._delta.items():
                 d_terms.append(np.full(len(positions), number, dtype=np.int32))
                 d_pos.append(np.asarray(positions, dtype=np.int64))
-                d_tf.append(np.asarray(tfs, dtype=np.uint16))
+                d_tf.append(np.asarray(tfs, dtype=self.VALUE_DTYPE))
             for seg_terms, seg_pos, seg_tf in self._segments:
                 d_terms.append(seg_terms.astype(np.int32))
                 d_pos.append(seg_pos.astype(np.int64))
@@ -296,6 +314,17 @@ class Postings:
         self._total_len = int(np.asarray(doc_len, dtype=np.int64).sum())
         self._ptr, self._pos, self._tf = np.asarray(ptr), pos, tf
         self._base_end = len(ids)
+
+    def _allowed_mask(self, allowed_ids: Collection[str] | None) -> np.ndarray | None:
+        """Positions a filtered search may return, as a boolean mask (lock held); None: no filter.
+
+        An all-False mask means no allowed id is held: the search returns nothing.
+        """
+        if allowed_ids is None:
+            return None
+        mask = np.zeros(len(self._ids), dtype=bool)
+        mask[[self._position[i] for i in allowed_ids if i in self._position]] = True
+        return mask
 
     def _postings(self, number: int) -> tuple[np.ndarray, np.ndarray]:
         """Live postings of one term: (positions, term frequencies) (lock held)."""

@@ -22,7 +22,6 @@ import numpy as np
 from m3e_rag.errors import StoreError
 from m3e_rag.index.sparse.bm25 import SparseIndex
 from m3e_rag.index.sparse.postings import nonempty_strings
-from m3e_rag.index.sparse.tokenize import TOKENIZER_VERSION
 
 __all__ = [
     "CURRENT",
@@ -98,7 +97,7 @@ def current_snapshot(folder: Path) -> str:
     return snapshot
 
 
-def _check_meta(meta: Any, snap: Path) -> None:
+def _check_meta(meta: Any, snap: Path, terms_version: str) -> None:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise StoreError(f"{snap} is not an m3e-rag sparse index; {REBUILD}")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -106,15 +105,18 @@ def _check_meta(meta: Any, snap: Path) -> None:
             f"{snap} has sparse index format {meta.get('format_version')!r}, this version reads "
             f"{FORMAT_VERSION}; {REBUILD}"
         )
-    if meta.get("tokenizer_version") != TOKENIZER_VERSION:
+    if meta.get("tokenizer_version") != terms_version:
         raise StoreError(
             f"{snap} was tokenized by {meta.get('tokenizer_version')!r}, this version tokenizes "
-            f"with {TOKENIZER_VERSION!r}; {REBUILD}"
+            f"with {terms_version!r}; {REBUILD}"
         )
 
 
-def read_snapshot(snap: Path) -> tuple[SparseIndex, Any]:
+def read_snapshot(snap: Path, index_type: type[SparseIndex] = SparseIndex) -> tuple[SparseIndex, Any]:
     """Load the snapshot folder ``snap`` (postings memory-mapped); return the index and the generation recorded.
+
+    ``index_type`` is the kind of index the folder must hold (BM25, or a learned-sparse index): a snapshot
+    whose terms are of another kind (:attr:`SparseIndex.TERMS_VERSION`) is refused.
 
     Raises:
         StoreError: if it is damaged or of another format or tokenizer version (the message says to rebuild).
@@ -124,7 +126,7 @@ def read_snapshot(snap: Path) -> tuple[SparseIndex, Any]:
         meta = json.loads((snap / "meta.json").read_bytes())
     except (OSError, ValueError) as exc:
         raise StoreError(f"cannot read the sparse index {snap} ({exc}); {REBUILD}") from exc
-    _check_meta(meta, snap)
+    _check_meta(meta, snap, index_type.TERMS_VERSION)
     try:
         ids_raw = (snap / "ids.json").read_bytes()
         terms_raw = (snap / "terms.json").read_bytes()
@@ -137,10 +139,7 @@ def read_snapshot(snap: Path) -> tuple[SparseIndex, Any]:
                 raise ValueError(f"{name} is not a list of non-empty strings")
         arrays = {name: np.load(snap / f"{name}.npy", mmap_mode="r", allow_pickle=False)
                   for name in ("doc_len", "ptr", "pos", "tf")}
-        params = meta["bm25"]
-        index = SparseIndex.from_block(
-            {"ids": ids, "terms": terms, **arrays}, k1=params["k1"], b=params["b"], method=params["method"]
-        )
+        index = index_type.from_snapshot({"ids": ids, "terms": terms, **arrays}, meta)
         if len(index) != meta.get("count"):
             raise ValueError("the number of ids differs from the count recorded")
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -177,8 +176,8 @@ def write_snapshot(folder: Path, index: SparseIndex, generation: int | None) -> 
         meta = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
-            "tokenizer_version": TOKENIZER_VERSION,
-            "bm25": {"method": index.method, "k1": index.k1, "b": index.b},
+            "tokenizer_version": index.TERMS_VERSION,
+            **index.snapshot_params(),
             "count": len(block["ids"]),
             "fingerprint": index.fingerprint,
             "generation": generation,

@@ -81,6 +81,9 @@ class SparseSide:
     Call :meth:`open`, :meth:`sync` and the writes while holding :meth:`locked`.
     """
 
+    #: The folder kind kept (its ``index_type`` is the in-memory index): a learned-sparse side swaps both.
+    folder_type: type[SparseFolder] = SparseFolder
+
     def __init__(self, store: ChromaStore, folder: Path | None) -> None:
         self.store = store
         self.folder = folder
@@ -129,21 +132,21 @@ class SparseSide:
         (a first build from the stored texts: ``m3e-rag adopt``).
         """
         if self.folder is None:
-            self._memory = SparseIndex()
+            self._memory = self.folder_type.index_type()
             self._memory_generation = None
         else:
             try:
-                self._disk = SparseFolder.open(self.folder, writable=not self.read_only)
+                self._disk = self.folder_type.open(self.folder, writable=not self.read_only)
             except StoreError as exc:
                 if self.read_only:
                     logger.info("BM25 index at %s is unusable (%s) and cannot be rewritten (read-only): "
                                 "building it in memory from the stored texts", self.folder, exc)
-                    self._memory, self._memory_generation = SparseIndex(), None
+                    self._memory, self._memory_generation = self.folder_type.index_type(), None
                 else:
                     if (self.folder / "CURRENT").exists():
                         logger.warning("BM25 index at %s is unusable (%s); rebuilding it from the store",
                                        self.folder, exc)
-                    self._disk = SparseFolder.create(self.folder)
+                    self._disk = self.folder_type.create(self.folder)
         self.sync(verify_count=True, progress=progress)
         old = None if self.folder is None or self.store.path is None else self.folder.parent / OLD_SPARSE_FILE
         if old is not None and old.exists() and not self.read_only:
@@ -165,7 +168,7 @@ class SparseSide:
             return changed
         if self.read_only and self._disk is not None:  # a stale folder that cannot be caught up: rebuild in memory
             logger.info("BM25 index at %s is behind the read-only store: building it in memory", self.folder)
-            self._disk, self._memory, self._memory_generation = None, SparseIndex(), None
+            self._disk, self._memory, self._memory_generation = None, self.folder_type.index_type(), None
         self._catch_up_from_store(target, progress)
         return True
 

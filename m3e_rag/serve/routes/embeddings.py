@@ -17,9 +17,16 @@ from fastapi.responses import Response
 
 from m3e_rag.encode.inputs import check_unicode
 from m3e_rag.errors import InputError
-from m3e_rag.serve.batcher import EmbedResult
 from m3e_rag.serve.http_errors import ApiError, json_response
-from m3e_rag.serve.routes.deps import ServiceDep, check_model, ready, run_guarded, submit, wait
+from m3e_rag.serve.routes.deps import (
+    ServiceDep,
+    check_model,
+    ready,
+    run_guarded,
+    submit,
+    wait,
+)
+from m3e_rag.serve.routes.sparse import embed_with_sparse, sparse_item
 from m3e_rag.serve.schemas import EmbeddingRequest, EmbeddingResponse
 
 __all__ = ["router"]
@@ -41,8 +48,17 @@ async def embeddings(body: EmbeddingRequest, request: Request, service: ServiceD
                        f"{svc.dim} dimensions and are not truncated; omit dimensions or pass {svc.dim}.",
                        param="dimensions", code="invalid_dimensions")
 
+    if body.return_sparse and (svc.encoder is None or "sparse" not in svc.encoder.outputs):
+        raise ApiError(400, f"return_sparse: the served model {svc.model_id} has no sparse head (its folder has no "
+                       "sparse_linear.pt); serve a model that ships one, such as BGE-M3, or leave return_sparse out.",
+                       param="return_sparse", code="sparse_not_available")
+
     async def work() -> Response:
-        result: EmbedResult = await wait(request, submit(svc, request, texts, body.input_type), "input")
+        sparse: list[dict[str, float]] | None = None
+        if body.return_sparse:
+            result, sparse = await embed_with_sparse(request, svc, texts, body.input_type)
+        else:
+            result = await wait(request, submit(svc, request, texts, body.input_type), "input")
         vectors = result.vectors
         if body.encoding_format == "base64":
             little = vectors.astype("<f4", copy=False)
@@ -50,6 +66,8 @@ async def embeddings(body: EmbeddingRequest, request: Request, service: ServiceD
                     for i in range(len(texts))]
         else:
             data = [{"object": "embedding", "index": i, "embedding": vectors[i]} for i in range(len(texts))]
+        for item, weights in zip(data, sparse or [], strict=False):
+            item["sparse_embedding"] = sparse_item(weights)
         tokens = int(sum(result.tokens))
         svc.metrics.tokens.inc(tokens)
         return json_response({"object": "list", "data": data, "model": svc.model_id,

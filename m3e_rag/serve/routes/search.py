@@ -67,7 +67,7 @@ async def search(body: SearchRequest, request: Request, service: ServiceDep) -> 
             pipeline.search, query, body.k, where=body.where, where_document=body.where_document,
             mode=body.mode, mmr=body.mmr, fetch_k=body.fetch_k, lambda_mult=body.lambda_mult,
             score_threshold=body.score_threshold, reranker=svc.reranker if body.rerank else None,
-            rerank_top_n=body.rerank_top_n, query_vector=vector,
+            rerank_top_n=body.rerank_top_n, query_vector=vector, sparse=body.sparse, colbert=body.colbert,
         )
         return json_response({"object": "list", "model": svc.model_id, "mode": body.mode,
                               "data": [{"id": h.id, "text": h.text, "score": h.score, "metadata": h.metadata}
