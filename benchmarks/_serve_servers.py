@@ -123,6 +123,12 @@ def infinity_onnx_folder(model_dir: Path) -> Path:
     return out
 
 
+def _pooling(model_dir: Path) -> str:
+    """``mean`` or ``cls``: the pooling the model folder's 1_Pooling/config.json names."""
+    config = json.loads((model_dir / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
+    return "cls" if config.get("pooling_mode_cls_token") else "mean"
+
+
 class Server:
     """One server subprocess on 127.0.0.1, stopped with SIGTERM."""
 
@@ -193,7 +199,9 @@ def start_server(kind: str, model_dir: Path, infinity: Path | None, logs: Path, 
     # infinity names the ONNX file by the path its folder listing gives, and optimum wants a name relative to the
     # model: so the model is "." from inside its folder. Each variant keeps its optimized copy in its own cache.
     folder = infinity_onnx_folder(model_dir)
-    argv += ["--model-id", ".", "--engine", "optimum"]
+    # its optimum engine pools the CLS token unless told otherwise ("auto" is not read from 1_Pooling): the model's
+    # own pooling is passed, as a user would who checked the vectors (without it: cosine 0.79 to the model's own)
+    argv += ["--model-id", ".", "--engine", "optimum", "--pooling-method", _pooling(model_dir)]
     if kind == "infinity-onnx":
         argv.append("--onnx-do-not-prefer-quantized")
     return Server(kind, argv, port, log, cwd=folder, env={"HF_HOME": str(ONNX_CACHE / f"hf-home-{kind}")})

@@ -46,6 +46,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import _corpus  # noqa: E402
 import _measure as M  # noqa: E402
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
 from _serve_load import pin_to_last_cpu, run_cell  # noqa: E402
 from _serve_servers import (  # noqa: E402
     INFINITY_KINDS,
@@ -124,6 +126,23 @@ def start_all(kinds: list[str], model_dir: Path, infinity: Path | None, args: ar
             run_cell(server.url, "bench", pool, size, 1, 0.0)
         run_cell(server.url, "bench", pool, 32, 8, 2.0)
     return running
+
+
+def fidelity(running: dict[str, Server], pool: list[str], reference: str = "m3e-rag") -> dict[str, Any]:
+    """Each server's vectors of 64 of the texts against the reference server's (fp32 torch): cosine min/mean."""
+    texts = pool[:64]
+    vectors = {}
+    for kind, server in running.items():
+        data = httpx.post(server.url, json={"input": texts, "model": "bench"}, timeout=600).json()["data"]
+        rows = np.asarray([d["embedding"] for d in sorted(data, key=lambda d: d["index"])], dtype=np.float64)
+        vectors[kind] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    if reference not in vectors:
+        return {}
+    out = {}
+    for kind, rows in vectors.items():
+        cos = (rows * vectors[reference]).sum(axis=1)
+        out[kind] = {"cosine_min": round(float(cos.min()), 5), "cosine_mean": round(float(cos.mean()), 5)}
+    return out
 
 
 def encoder_rows(model_dir: Path, data: Path | None) -> dict[str, Any]:
@@ -217,6 +236,8 @@ def main() -> None:
             meta.setdefault("encoder_rows", {})[model_name] = encoder_rows(builders[model_name](), args.data)
             print(json.dumps(meta["encoder_rows"][model_name]), file=sys.stderr)
         running = start_all(kinds, builders[model_name](), infinity, args, errors, model_name)
+        meta.setdefault("fidelity_vs_m3e_rag_fp32", {})[model_name] = fidelity(running, pool)
+        print(json.dumps(meta["fidelity_vs_m3e_rag_fp32"][model_name]), file=sys.stderr)
         try:
             turn = 0
             for rep in range(args.repeats):
@@ -299,6 +320,10 @@ def format_table(report: dict[str, Any]) -> str:
     for r in report["ratios"]:
         xs = "  ".join(f"{k[2:]} {v}x" for k, v in r.items() if k.startswith("x_"))
         lines.append(f"{r['server']:20} {r['cell']:8} {xs}")
+    for model, rows in report.get("fidelity_vs_m3e_rag_fp32", {}).items():
+        for kind, f in rows.items():
+            lines.append(f"fidelity {model} {kind:20} cosine vs m3e-rag fp32: min {f['cosine_min']} mean "
+                         f"{f['cosine_mean']}")
     for e in report["errors"]:
         lines.append(f"FAILED {e['server']}: {e['error'][:120]}")
     return "\n".join(lines)

@@ -30,6 +30,11 @@ logger = logging.getLogger("m3e_rag.encode.encoder")
 #: the same speed, and multiples of 8 are also what CUDA's tensor cores want in half precision
 #: (figures: benchmarks/README.md, 'Design figures').
 PAD_TO_MULTIPLE = 8
+#: ... except batches shorter than this many tokens, which run at their own length: short texts (queries,
+#: chat messages) would pay up to 7 tokens in 8-24 for the rounding (10-23% of the texts/s of short
+#: queries on the m3e-base shape), while their few distinct lengths keep the kernel caches small anyway
+#: (figures: benchmarks/README.md, 'Design figures').
+PAD_FROM_LENGTH = 64
 #: Set to ``0`` to keep torch's default CPU GEMM for the torch backend (see ``m3e_rag.encode.onednn``).
 ONEDNN_ENV = "M3E_RAG_ONEDNN"
 #: The torch backend packs its Linear weights for oneDNN (CPU) once a process has asked for this many
@@ -75,13 +80,16 @@ _PER_TOKEN_FEATURES = {"input_ids": None, "attention_mask": 0, "token_type_ids":
 def _pad_features(features: dict[str, Any], pad_id: int | None, max_positions: int) -> dict[str, Any]:
     """Right-pad a batch's token tensors to a multiple of :data:`PAD_TO_MULTIPLE` (masked, so the vectors keep).
 
-    Returns ``features`` unchanged where padding is off (``pad_id`` None), not needed, would pass the
+    Returns ``features`` unchanged where padding is off (``pad_id`` None), not needed (a batch shorter than
+    :data:`PAD_FROM_LENGTH` tokens, or already a multiple), would pass the
     model's position table, or where the batch holds a per-token tensor this function does not know.
     """
     ids = features.get("input_ids")
     if pad_id is None or ids is None or ids.dim() != 2 or "attention_mask" not in features:
         return features
     length = int(ids.shape[1])
+    if length < PAD_FROM_LENGTH:
+        return features
     target = min(-(-length // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE, max_positions)
     if target <= length:
         return features

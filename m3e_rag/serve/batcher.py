@@ -326,7 +326,7 @@ class Batcher:
         for piece in group:
             piece_counts = counts[offset : offset + len(piece)]
             offset += len(piece)
-            over = [(piece.start + i, c) for i, c in enumerate(piece_counts) if c > self._window]
+            over = sorted((piece.indices[i], c) for i, c in enumerate(piece_counts) if c > self._window)
             if over and self._on_overflow == "error":
                 first, tokens = over[0]
                 self._fail(piece.job, InputTooLongError(
@@ -336,7 +336,7 @@ class Batcher:
                 continue
             if over:
                 piece.job.over += len(over)
-                piece.job.first_over = piece.job.first_over or over[0]
+                piece.job.first_over = min(piece.job.first_over or over[0], over[0])
             kept.append((piece, piece_counts))
         return kept
 
@@ -347,6 +347,11 @@ class Batcher:
                 "%d of %d inputs of one request exceed the %d-token window and were truncated (first: input[%d], "
                 "%d tokens)", job.over, job.size, self._window, job.first_over[0], job.first_over[1],
             )
-        vectors = job.parts[0] if len(job.parts) == 1 else np.concatenate(job.parts)
+        handed = job.parts[0] if len(job.parts) == 1 else np.concatenate(job.parts)  # in hand-out order
         job.parts = []
-        _resolve(job.future, EmbedResult(vectors, job.tokens))
+        vectors = np.empty_like(handed)
+        vectors[job.order] = handed
+        tokens = [0] * len(job.order)
+        for i, count in zip(job.order, job.tokens, strict=True):
+            tokens[i] = count
+        _resolve(job.future, EmbedResult(vectors, tokens))

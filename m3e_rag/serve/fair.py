@@ -7,6 +7,11 @@ batches, and every batch is shared among *all* the requests waiting: each gets a
 request that arrives behind two 2,048-text requests rides in the very next batch instead of waiting
 for 4,096 texts, and a large request still fills every batch when it is alone.
 
+Each request hands out its texts longest first (:attr:`Job.order`): when every waiting request gives
+its share, the shares of one batch are of like length, so the encoder pads little even though each
+request's texts vary (32 requests of 32 short texts: the batch of 64 takes every request's two
+longest, then the next two, ...; results go back in input order).
+
 A request's work is handed out slice by slice (:class:`Slice`), so the work of a request whose
 future was cancelled (its client went away) stops at the next batch boundary: its untaken texts
 leave the line (:meth:`FairQueue.remove`). Calls (a reranker's ``predict``) take a turn of their own:
@@ -50,6 +55,13 @@ class Job:
     #: Inputs longer than the window (for the warning): how many, and the first as (index, tokens).
     over: int = 0
     first_over: tuple[int, int] | None = None
+    #: The order texts are handed out in: longest first (by characters, a proxy for tokens), so that when
+    #: every request gives its share of a batch, the batch holds texts of like length (less padding).
+    order: list[int] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        texts = self.texts
+        self.order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # stable: ties keep input order
 
     @property
     def size(self) -> int:
@@ -76,9 +88,14 @@ class Slice:
     end: int
 
     @property
+    def indices(self) -> list[int]:
+        """The input indices of the slice's texts (the job hands its texts out longest first)."""
+        return self.job.order[self.start : self.end]
+
+    @property
     def texts(self) -> list[str]:
         """The slice's texts."""
-        return self.job.texts[self.start : self.end]
+        return [self.job.texts[i] for i in self.indices]
 
     def __len__(self) -> int:
         return self.end - self.start

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from m3e_rag import M3EEncoder
 from m3e_rag.encode.cache import _MODELS
 from m3e_rag.encode.registry import MODELS, resolve_spec
-from m3e_rag.encode.torch_backend import PAD_TO_MULTIPLE, _pad_features
+from m3e_rag.encode.torch_backend import PAD_FROM_LENGTH, PAD_TO_MULTIPLE, _pad_features
 from m3e_rag.errors import InputError, InputTooLongError, ModelLoadError
 
 MIXED = [
@@ -77,19 +77,23 @@ def test_token_sorted_batches_match_sentence_transformers(tiny_model_path: Path)
 
 def test_batching_sorts_by_token_length_and_counts_padding(tiny_model_path: Path) -> None:
     enc = M3EEncoder(str(tiny_model_path), batch_size=2)
+    # a long length that the rounding moves (not a multiple of PAD_TO_MULTIPLE), at or over PAD_FROM_LENGTH
+    long_a = next(t for t in ("长" * n for n in range(70, 90)) if enc.count_tokens([t])[0] % PAD_TO_MULTIPLE)
+    texts = ["短", long_a, "中文", long_a[:-1] + "句"]
     before = enc.stats.padded_tokens, enc.stats.tokens
-    texts = ["短", "这是一个比较长的中文句子，用来测试填充。", "中", "另一个同样比较长的中文句子，也用来测试。"]
     enc.encode_documents(texts)
     padded = enc.stats.padded_tokens - before[0]
     tokens = enc.stats.tokens - before[1]
     lengths = enc.count_tokens(texts)
     assert tokens == sum(lengths)
-    # Sorted: the two long texts share a batch and the two short ones share the other; each batch is
-    # padded to its longest text, rounded up to a multiple of PAD_TO_MULTIPLE (the torch backend's kernels).
+    # Sorted: the two long texts share a batch and the two short ones share the other; the long batch is
+    # padded to its longest text rounded up to a multiple of PAD_TO_MULTIPLE (the torch backend's kernels),
+    # the short one (under PAD_FROM_LENGTH tokens) to its longest text only.
     s = sorted(lengths, reverse=True)
-    up = [-(-n // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE for n in s]
-    assert padded == 2 * up[0] + 2 * up[2]
-    assert up[0] != s[0] or up[2] != s[2]  # the rounding is exercised, not vacuous
+    assert s[0] >= PAD_FROM_LENGTH > s[2]
+    up = -(-s[0] // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE
+    assert up != s[0]  # the rounding is exercised, not vacuous
+    assert padded == 2 * up + 2 * s[2]
 
 
 def test_model_is_loaded_once_and_shared(tiny_model_path: Path) -> None:
@@ -267,14 +271,19 @@ def test_pad_features_rounds_up_masked_and_knows_when_not_to() -> None:
     ids = torch.tensor([[101, 7, 8, 102, 0], [101, 9, 10, 11, 102]])
     mask = (ids != 0).long()
     feats = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "n": 2}
+    assert _pad_features(feats, 0, 512) is feats  # under PAD_FROM_LENGTH tokens: its own length
+    ids = torch.nn.functional.pad(ids, (0, PAD_FROM_LENGTH + 1 - ids.shape[1]))  # 65 tokens: rounded up
+    mask = (ids != 0).long()
+    feats = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "n": 2}
     out = _pad_features(feats, 0, 512)
-    assert out["input_ids"].shape == (2, PAD_TO_MULTIPLE)
-    assert out["attention_mask"][:, 5:].sum() == 0 and torch.equal(out["input_ids"][:, :5], ids)
+    n = ids.shape[1]
+    assert out["input_ids"].shape == (2, -(-n // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE) and n % PAD_TO_MULTIPLE
+    assert out["attention_mask"][:, n:].sum() == 0 and torch.equal(out["input_ids"][:, :n], ids)
     assert out["n"] == 2 and feats["input_ids"] is ids  # the caller's dict is not modified
     # Off: left-padding tokenizers (pad id None), the position table's end, an unknown per-token tensor.
     assert _pad_features(feats, None, 512) is feats
-    assert _pad_features(feats, 0, 5) is feats
-    odd = dict(feats, position_ids=torch.arange(5).repeat(2, 1))
+    assert _pad_features(feats, 0, n) is feats
+    odd = dict(feats, position_ids=torch.arange(n).repeat(2, 1))
     assert _pad_features(odd, 0, 512) is odd
 
 

@@ -83,8 +83,13 @@ def test_heap_trimmed_by_work_done_not_by_batch(tiny_model_path: Path, monkeypat
     model = encoder._loaded()
     model.untrimmed_tokens = 0
     before = model.stats.padded_tokens
-    for i in range(12):
-        encoder.encode_query(f"第{i}个问题是什么？")  # 16 padded tokens each
-    assert model.stats.padded_tokens - before == 12 * 16 and trims == []
-    encoder.encode_documents(["长城是中国古代的军事防御工程。" * 6])  # one batch under 256 tokens: the sum passes it
+    queries = [f"第{i}个问题是什么？" for i in range(12)]
+    for query in queries:
+        encoder.encode_query(query)  # short: each padded to its own length only
+    short = model.stats.padded_tokens - before
+    assert short == sum(encoder.count_tokens(queries, encoder.query_prompt)) < 256 and trims == []
+    doc = next(t for t in ("长城是中国古代的军事防御工程。" * n for n in range(4, 16))
+               if encoder.count_tokens([t])[0] + short >= 256)
+    assert encoder.count_tokens([doc])[0] < 256
+    encoder.encode_documents([doc])  # one batch under 256 tokens: the sum passes it
     assert trims == [1] and model.untrimmed_tokens == 0

@@ -261,19 +261,40 @@ def test_a_small_request_rides_the_next_batch_behind_big_ones() -> None:
     try:
         hold = threading.Event()
         batcher.submit_call(lambda: hold.wait(60))
-        big1 = batcher.submit_texts([f"a:{i}" for i in range(40)])
-        big2 = batcher.submit_texts([f"b:{i}" for i in range(40)])
+        big1 = batcher.submit_texts([f"a:{i:02d}" for i in range(40)])  # one length: input order
+        big2 = batcher.submit_texts([f"b:{i:02d}" for i in range(40)])
         small = batcher.submit_texts(["s:7"])
         hold.set()
-        assert step.started.get(timeout=60) == ["a:0", "a:1", "b:0", "s:7"]
+        assert step.started.get(timeout=60) == ["a:00", "a:01", "b:00", "s:7"]
         step.permits.release()  # exactly one batch
         assert small.result(60).vectors[:, 0].tolist() == [7.0]
         assert not big1.done() and not big2.done()  # answered before the big ones' last batch
-        assert step.started.get(timeout=60) == ["a:2", "a:3", "b:1", "b:2"]  # the big ones take turns
+        assert step.started.get(timeout=60) == ["a:02", "a:03", "b:01", "b:02"]  # the big ones take turns
         step.permits.release(100)
         assert big1.result(60).vectors[:, 0].tolist() == list(range(40))
         assert big2.result(60).vectors[:, 0].tolist() == list(range(40))
         assert all(len(call) <= 4 for call in step.calls) and len(step.calls) == 21
+    finally:
+        step.permits.release(100)
+        batcher.close(10)
+
+
+def test_requests_hand_out_their_longest_texts_first_and_get_them_back_in_order() -> None:
+    """Issue 25: every request's share of a batch is its longest texts left, so a batch holds like lengths."""
+    step = _Stepped()
+    batcher = Batcher(step.embed, step.count, window=512, max_batch_texts=4, max_wait_s=0.0).start()
+    try:
+        hold = threading.Event()
+        batcher.submit_call(lambda: hold.wait(60))
+        first = batcher.submit_texts(["x:1", "xxxxxx:2", "xx:3", "xxxxxxxx:4"])
+        second = batcher.submit_texts(["y:5", "yyyyyyy:6", "yy:7", "yyyyyyyyy:8"])
+        hold.set()
+        step.permits.release(100)
+        assert step.started.get(timeout=60) == ["xxxxxxxx:4", "xxxxxx:2", "yyyyyyyyy:8", "yyyyyyy:6"]
+        assert step.started.get(timeout=60) == ["xx:3", "x:1", "yy:7", "y:5"]
+        assert first.result(60).vectors[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]  # input order
+        assert second.result(60).vectors[:, 0].tolist() == [5.0, 6.0, 7.0, 8.0]
+        assert first.result(60).tokens == [3, 3, 3, 3]
     finally:
         step.permits.release(100)
         batcher.close(10)
@@ -293,14 +314,14 @@ def test_a_cancelled_request_stops_at_the_next_batch_boundary() -> None:
     batcher = Batcher(step.embed, step.count, window=512, max_batch_texts=4, max_wait_s=0.0,
                       observer=Observer()).start()
     try:
-        big = batcher.submit_texts([f"a:{i}" for i in range(12)])
-        assert step.started.get(timeout=60) == ["a:0", "a:1", "a:2", "a:3"]  # its first batch is running
+        big = batcher.submit_texts([f"a:{i:02d}" for i in range(12)])  # one length: handed out in input order
+        assert step.started.get(timeout=60) == ["a:00", "a:01", "a:02", "a:03"]  # its first batch is running
         assert big.cancel()  # the client went away
         assert dropped == [8] and batcher.queued_texts == 0
         after = batcher.submit_texts(["z:5"])
         step.permits.release(10)
         assert after.result(60).vectors[:, 0].tolist() == [5.0]
-        assert step.calls == [["a:0", "a:1", "a:2", "a:3"], ["z:5"]]
+        assert step.calls == [["a:00", "a:01", "a:02", "a:03"], ["z:5"]]
         assert big.cancelled()
     finally:
         step.permits.release(100)
@@ -324,7 +345,7 @@ def test_a_departed_clients_remaining_batches_are_dropped(served: TestClient, mo
 
     monkeypatch.setattr(svc.encoder, "encode_documents", gated)
     before = svc.metrics.cancelled_texts._value.get()
-    body = json.dumps({"input": [f"text number {i}" for i in range(12)], "model": MODEL}).encode()
+    body = json.dumps({"input": [f"text number {i:02d}" for i in range(12)], "model": MODEL}).encode()
     sent: list[dict[str, Any]] = []
 
     async def scenario() -> None:
@@ -356,7 +377,7 @@ def test_a_departed_clients_remaining_batches_are_dropped(served: TestClient, mo
     _until(lambda: svc.batcher.queued_texts == 0, "the queue to empty")
     ok = _post(served, "/v1/embeddings", {"input": ["after"], "model": MODEL})  # the worker moved on
     assert ok.status_code == 200
-    assert calls == [[f"text number {i}" for i in range(4)], ["after"]]
+    assert calls == [[f"text number {i:02d}" for i in range(4)], ["after"]]
     assert svc.metrics.cancelled_texts._value.get() - before == 8
 
 
