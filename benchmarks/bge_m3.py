@@ -48,22 +48,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _measure import load_average, machine, median, peak_rss_mib, versions  # noqa: E402
 
+from tests.support.bge_texts import BGE_M3_QUERIES, BGE_M3_TEXTS  # noqa: E402
+
 RESULT = ROOT / "benchmarks" / "results" / "bge_m3.json"
 SHAPE_DIR = ROOT / "benchmarks" / ".cache" / "bge-m3-shape-seed0"
 WINDOW = 512
 LONG = 8192
-KINDS = {
-    "chinese": "北京是中国的首都，也是一座历史悠久的城市，有故宫和长城。",
-    "english": "Paris is the capital of France, a city with a long history on the river Seine.",
-    "mixed": "M3E 模型 supports 中英文 mixed retrieval，也支持 BM25 hybrid search。",
-    "emoji": "我爱🍜和☕，周末去海边🏖️玩 🎉🎉 great fun 😀",
-}
-QUERIES = {
-    "chinese": "中国的首都是哪里？",
-    "english": "What is the capital of France?",
-    "mixed": "M3E 支持 hybrid search 吗",
-    "emoji": "周末🏖️去哪玩😀",
-}
+KINDS = BGE_M3_TEXTS
+QUERIES = BGE_M3_QUERIES
 FILLER = "长城是中国古代的军事防御工程。The Great Wall stretches thousands of kilometres across northern China. "
 
 

@@ -8,12 +8,13 @@ tokenizes a batch, one runs it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from m3e_rag.encode.torch_backend import _hf_config
+from m3e_rag.encode.inputs import _check_overflow
+from m3e_rag.encode.torch_backend import ONEDNN_AFTER_TOKENS, _hf_config, _pack_for_onednn
 
 if TYPE_CHECKING:
     from m3e_rag.encode.cache import SentenceModel, _LoadedModel
@@ -106,6 +107,19 @@ def _prepared_batches(
             if n + 1 < len(batches):
                 pending = pool.submit(prepare, batches[n + 1])
             yield idx, features
+
+
+def _capped_lengths(model: _LoadedModel, lengths: Sequence[int], on_overflow: str) -> np.ndarray:
+    """Token counts capped at the window, after the overflow policy's check; packs oneDNN once it pays.
+
+    The caller holds the model's lock: this is the start of every encode (dense, or with a model's heads).
+    """
+    counts = np.asarray(lengths, dtype=np.int64)
+    _check_overflow(counts, model, on_overflow)
+    capped = np.minimum(counts, model.max_seq_length)
+    if model.onednn_pending and model.stats.tokens + int(capped.sum()) >= ONEDNN_AFTER_TOKENS:
+        _pack_for_onednn(model)
+    return capped
 
 
 def _encode_batches(

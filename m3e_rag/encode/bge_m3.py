@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
-from m3e_rag.encode.batching import _encode_batches
-from m3e_rag.encode.inputs import _check_overflow, _validate_texts
-from m3e_rag.encode.torch_backend import ONEDNN_AFTER_TOKENS, _is_sentence_transformer, _pack_for_onednn, _st_embeddings
+from m3e_rag.encode.batching import _capped_lengths, _encode_batches
+from m3e_rag.encode.inputs import _validate_texts
+from m3e_rag.encode.torch_backend import _is_sentence_transformer, _st_embeddings
 from m3e_rag.errors import InputError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -282,11 +282,7 @@ def _run(encoder: Any, texts: list[str], prompt: str, batch_size: int, kinds: Se
         return features
 
     with model.lock, torch.inference_mode():
-        lengths = np.asarray(encoder.count_tokens(texts, prompt), dtype=np.int64)
-        _check_overflow(lengths, model, encoder.on_overflow)
-        capped = np.minimum(lengths, model.max_seq_length)
-        if model.onednn_pending and model.stats.tokens + int(capped.sum()) >= ONEDNN_AFTER_TOKENS:
-            _pack_for_onednn(model)
+        capped = _capped_lengths(model, encoder.count_tokens(texts, prompt), encoder.on_overflow)
         dense = _encode_batches(
             model, capped, batch_size, prepare,
             lambda features: _batch_outputs(model, features, heads, unused, lexical, colbert), encoder.show_progress,

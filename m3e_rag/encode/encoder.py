@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from m3e_rag.encode.batching import _encode_batches
+from m3e_rag.encode.batching import _capped_lengths, _encode_batches
 from m3e_rag.encode.bge_m3 import ModelOutputsMixin
 from m3e_rag.encode.cache import EncodeStats, _cached_model, _is_cached, _LoadedModel
 from m3e_rag.encode.inputs import (
-    _check_overflow,
     _validate_pairs,
     _validate_texts,
     query_text,
@@ -36,10 +35,8 @@ from m3e_rag.encode.options import DEFAULT_BATCH_SIZE, Backend, OnOverflow, _Enc
 from m3e_rag.encode.prompts import _resolve_prompt
 from m3e_rag.encode.registry import resolve_spec
 from m3e_rag.encode.torch_backend import (
-    ONEDNN_AFTER_TOKENS,
     _encode_in_pool,
     _is_sentence_transformer,
-    _pack_for_onednn,
     _st_embeddings,
     _torch_features,
 )
@@ -333,11 +330,7 @@ class M3EEncoder(_EncoderOptions, ModelOutputsMixin):
         normalize = self.normalize if normalize is None else normalize
         model = self._loaded()
         with model.lock, torch.inference_mode():
-            lengths = np.asarray(self.count_tokens(texts, prompt), dtype=np.int64)
-            _check_overflow(lengths, model, self.on_overflow)
-            capped = np.minimum(lengths, model.max_seq_length)
-            if model.onednn_pending and model.stats.tokens + int(capped.sum()) >= ONEDNN_AFTER_TOKENS:
-                _pack_for_onednn(model)
+            capped = _capped_lengths(model, self.count_tokens(texts, prompt), self.on_overflow)
             if self.multi_process:  # loaded by sentence-transformers: see loader._load_weights
                 out = _encode_in_pool(model, texts, prompt, batch_size, self.show_progress)
             else:

@@ -18,21 +18,12 @@ import pytest
 from m3e_rag import M3EEncoder
 from m3e_rag.encode.bge_m3 import ModelOutputs, colbert_score, combined_score, lexical_score
 from tests.support import standins
+from tests.support.bge_texts import BGE_M3_QUERIES, BGE_M3_TEXTS
 
 TOL = 1e-5
 WINDOW = 512  # the stand-in's window (XLM-R's 514 positions less the two offsets)
-BASE_TEXTS = {
-    "chinese": "北京是中国的首都，也是一座历史悠久的城市，有故宫和长城。",
-    "english": "Paris is the capital of France, a city with a long history on the river Seine.",
-    "mixed": "M3E 模型 supports 中英文 mixed retrieval，也支持 BM25 hybrid search。",
-    "emoji": "我爱🍜和☕，周末去海边🏖️玩 🎉🎉 great fun 😀",
-}
-QUERIES = {
-    "chinese": "中国的首都是哪里？",
-    "english": "What is the capital of France?",
-    "mixed": "M3E 支持 hybrid search 吗",
-    "emoji": "周末🏖️去哪玩😀",
-}
+BASE_TEXTS = BGE_M3_TEXTS
+QUERIES = BGE_M3_QUERIES
 
 
 def _at_window(tokenizer: Any, size: int) -> str:
