@@ -3,9 +3,9 @@
 Run by ``benchmarks/serve.py --encoder-rows`` in its own process (every CPU allowed), over the same short
 texts the load generator sends, in the slices a saturated server encodes (``--slice`` texts at a time,
 64 by default: the service's ``--max-batch-texts``). Rows: ``M3EEncoder`` with the torch backend at
-forward-pass batch sizes 8 and 32 and with ``onnx-int8``, and ``SentenceTransformer.encode`` (what
-infinity-emb's torch engine and the naive server run) at its default batch size 32. Prints one JSON
-object: texts/s per row (median of ``--rounds``), with the spread.
+forward-pass batch sizes 8 and 32 and with ``onnx-int8`` and ``onnx-int8-fast``, and
+``SentenceTransformer.encode`` (what infinity-emb's torch engine and the naive server run) at its default
+batch size 32. Prints one JSON object: texts/s per row (median of ``--rounds``), with the spread.
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ def main() -> None:
         "m3e-rag torch bs32": M3EEncoder(str(args.model), batch_size=32).encode_documents,
         "m3e-rag onnx-int8 bs8": M3EEncoder(str(args.model), batch_size=8, backend="onnx-int8").encode_documents,
         "m3e-rag onnx-int8 bs32": M3EEncoder(str(args.model), batch_size=32, backend="onnx-int8").encode_documents,
+        "m3e-rag onnx-int8-fast bs8": M3EEncoder(str(args.model), batch_size=8,
+                                                 backend="onnx-int8-fast").encode_documents,
+        "m3e-rag onnx-int8-fast bs32": M3EEncoder(str(args.model), batch_size=32,
+                                                  backend="onnx-int8-fast").encode_documents,
     }
     st = SentenceTransformer(str(args.model), device="cpu")
     rows["sentence-transformers bs32"] = lambda batch: st.encode(batch, batch_size=32, normalize_embeddings=True)

@@ -1,7 +1,8 @@
 """The servers `benchmarks/serve.py` drives: how each is installed, prepared and started.
 
 - ``m3e-rag``: ``m3e-rag serve`` with its defaults (``--backend torch``); ``m3e-rag-int8``: ``--backend
-  onnx-int8``; ``m3e-rag-before``: the same command run from an older checkout (``--baseline-tree``).
+  onnx-int8``; ``m3e-rag-int8-fast``: ``--backend onnx-int8-fast``; ``m3e-rag-before``: the same command run
+  from an older checkout (``--baseline-tree``).
 - ``infinity``: infinity-emb v2 with its defaults (torch engine, its batch size 32).
 - ``infinity-onnx-int8``: what infinity recommends on CPU: ``--engine optimum`` over an ONNX file, and on
   CPU it prefers a quantized one (``*quantize*.onnx``) when the folder has it, as Xenova's repositories do.
@@ -35,7 +36,9 @@ INFINITY_VENV = REPO / "benchmarks" / ".venv-infinity"
 INFINITY_SPEC = "infinity-emb[server,torch,optimum]==0.0.78"
 INFINITY_PINS = ("optimum[onnxruntime]>=2", "numpy<2", "pandas<3", "pyarrow==21.0.0")
 ONNX_CACHE = REPO / "benchmarks" / ".cache" / "infinity-onnx"
-M3E_RAG_KINDS = ("m3e-rag", "m3e-rag-int8", "m3e-rag-before")
+M3E_RAG_KINDS = ("m3e-rag", "m3e-rag-int8", "m3e-rag-int8-fast", "m3e-rag-before")
+#: The backend each m3e-rag kind serves with.
+M3E_RAG_BACKENDS = {"m3e-rag-int8": "onnx-int8", "m3e-rag-int8-fast": "onnx-int8-fast"}
 INFINITY_KINDS = ("infinity", "infinity-onnx", "infinity-onnx-int8")
 
 
@@ -176,7 +179,7 @@ def start_server(kind: str, model_dir: Path, infinity: Path | None, logs: Path, 
     port = free_port()
     log = logs / f"{kind}-{model_dir.name}.log"
     if kind.startswith("m3e-rag"):
-        backend = "onnx-int8" if kind == "m3e-rag-int8" else "torch"
+        backend = M3E_RAG_BACKENDS.get(kind, "torch")
         argv = [sys.executable, "-m", "m3e_rag", "serve", "--model", str(model_dir), "--port", str(port),
                 "--backend", backend, "--served-model-name", "bench", *(extra or [])]
         if kind == "m3e-rag-before":

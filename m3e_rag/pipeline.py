@@ -188,7 +188,7 @@ class RAGPipeline(_RecordDoors):
         chunk_tokens: chunk budget in model tokens (<= 510 minus the document prompt).
         overlap_tokens: overlap between consecutive chunks, in tokens.
         device: torch device for the model.
-        backend: ``torch``, ``onnx`` or ``onnx-int8``.
+        backend: ``torch``, ``onnx``, ``onnx-int8`` or ``onnx-int8-fast``.
         batch_size: texts per forward pass.
         sparse: keep a BM25 index beside the store (needed for ``mode="sparse"``/``"hybrid"``).
         hybrid_weights: how hybrid search fuses dense and BM25 candidates (default: z-score fusion,

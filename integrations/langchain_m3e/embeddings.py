@@ -93,7 +93,7 @@ class M3EEmbeddings(BaseModel, Embeddings):
     normalize: bool = True
     """L2-normalize vectors (recommended: cosine space)."""
     backend: Backend = "torch"
-    """``torch`` (fp32 reference), ``onnx`` or ``onnx-int8``."""
+    """``torch`` (fp32 reference), ``onnx``, ``onnx-int8`` or ``onnx-int8-fast``."""
     on_overflow: OnOverflow = "warn"
     """Texts over the 512-token window: ``warn`` (truncate and log), ``truncate`` or ``error``."""
     trust_remote_code: bool = False

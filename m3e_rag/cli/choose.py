@@ -15,6 +15,7 @@ from typing import Any
 
 from m3e_rag.cli.options import BACKEND_HELP, DEVICE_HELP, add_model_options
 from m3e_rag.cli.output import out, print_json
+from m3e_rag.encode.options import BACKENDS
 from m3e_rag.errors import InputError
 
 __all__ = ["add_choose_commands", "CHOOSE_COMMANDS"]
@@ -74,7 +75,7 @@ def add_choose_commands(sub: Any) -> None:
     p_cmp.add_argument("--chunk-tokens", type=int, default=None, help="chunk budget in model tokens")
     p_cmp.add_argument("--overlap-tokens", type=int, default=None, help="overlap between chunks in tokens")
     p_cmp.add_argument("--device", default=None, help=DEVICE_HELP)
-    p_cmp.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+    p_cmp.add_argument("--backend", default="torch", choices=list(BACKENDS),
                        help=BACKEND_HELP + " (default: %(default)s)")
     p_cmp.add_argument("--cache-dir", default=None, help="indexes and results (default: .m3e_compare)")
     p_cmp.add_argument("--fresh", action="store_true", help="measure again even if a result is cached")

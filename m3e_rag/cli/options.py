@@ -12,6 +12,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from m3e_rag.encode.options import BACKENDS
+
 __all__ = [
     "BACKEND_HELP", "DEFAULT_INDEX", "DEVICE_HELP", "MODEL_HELP", "RERANKER_HELP", "Parser", "add_common_options",
     "add_model_options", "FLAG_OF_ARGUMENT", "name_the_flags", "check_index_folder",
@@ -28,8 +30,9 @@ MODEL_HELP = (
 )
 DEVICE_HELP = "torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)"
 BACKEND_HELP = (
-    "how the model runs: torch, onnx (ONNX Runtime, needs m3e-rag[onnx]) or onnx-int8 (quantized, faster on "
-    "CPU, slightly different vectors)"
+    "how the model runs: torch, onnx (ONNX Runtime, needs m3e-rag[onnx]), onnx-int8 (quantized, faster on "
+    "CPU, slightly different vectors) or onnx-int8-fast (every matrix product quantized: fastest on CPU, "
+    "vectors further from fp32's)"
 )
 
 
@@ -88,7 +91,7 @@ def add_model_options(p: argparse.ArgumentParser, model_help: str = MODEL_HELP) 
     """Add ``--model``, ``--device`` and ``--backend`` (one wording for every subcommand that loads a model)."""
     p.add_argument("--model", default=None, help=model_help)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"], help=BACKEND_HELP)
+    p.add_argument("--backend", default="torch", choices=list(BACKENDS), help=BACKEND_HELP)
 
 
 def add_common_options(p: argparse.ArgumentParser, index: bool = True) -> None:

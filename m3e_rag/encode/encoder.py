@@ -80,8 +80,9 @@ class M3EEncoder(_EncoderOptions, ModelOutputsMixin):
             so little compute is spent on padding.
         normalize: L2-normalize every vector (the published M3E export does not), so cosine and dot
             product agree.
-        backend: ``"torch"`` (fp32, the reference), ``"onnx"`` or ``"onnx-int8"`` (ONNX Runtime,
-            needs ``m3e-rag[onnx]``).
+        backend: ``"torch"`` (fp32, the reference), ``"onnx"``, ``"onnx-int8"`` or ``"onnx-int8-fast"``
+            (ONNX Runtime, needs ``m3e-rag[onnx]``; the int8 ones trade fidelity to fp32 for speed on CPU:
+            :mod:`m3e_rag.encode.onnx`).
         on_overflow: what to do with texts longer than the model's window: ``"warn"`` truncates and
             logs how many, ``"truncate"`` truncates silently, ``"error"`` raises.
         query_prompt: text prepended to queries; None uses the model's own ``query`` prompt if it

@@ -90,7 +90,8 @@ def _model_kwargs(owner: str, model_kwargs: Mapping[str, Any]) -> dict[str, Any]
         elif key == "backend":
             if value not in ("torch", "onnx"):
                 raise _refuse(owner, "model_kwargs", key, f"backend {value!r} is not available; m3e-rag runs "
-                              "'torch', 'onnx' or 'onnx-int8' (pass backend=... for the last)", MODEL_KWARGS)
+                              "'torch', 'onnx', 'onnx-int8' or 'onnx-int8-fast' (pass backend=... for the int8 "
+                              "ones)", MODEL_KWARGS)
             out["backend"] = value
         elif key == "similarity_fn_name":
             if value not in (None, "cosine"):

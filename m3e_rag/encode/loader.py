@@ -117,7 +117,8 @@ def _make_runner(model: SentenceModel, path: Path, *, backend: str, multi_proces
         return pool
     from m3e_rag.encode.onnx import build_onnx_runner
 
-    return build_onnx_runner(st, path, quantize=backend == "onnx-int8")
+    return build_onnx_runner(st, path, quantize=backend.startswith("onnx-int8"),
+                             every_matmul=backend == "onnx-int8-fast")
 
 
 def _log_licence(model_name: str) -> None:

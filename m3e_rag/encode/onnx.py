@@ -1,4 +1,4 @@
-"""ONNX Runtime backends (``backend="onnx"`` and ``backend="onnx-int8"``) for :class:`M3EEncoder`.
+"""ONNX Runtime backends (``backend="onnx"``, ``"onnx-int8"`` and ``"onnx-int8-fast"``) for :class:`M3EEncoder`.
 
 Only the Hugging Face transformer (token ids in, ``last_hidden_state`` out) runs in ONNX Runtime. Every
 sentence-transformers module after it (Pooling, Dense, Normalize...) still runs in torch on its output,
@@ -20,7 +20,13 @@ Q, K, V, attention-output and FFN-input MatMuls. The FFN-output MatMul stays fp3
 output, has outlier channels that a per-tensor activation scale flattens; keeping it fp32 brings the
 vectors and the search results closer to fp32's for a part of the int8 speed (figures:
 benchmarks/README.md, 'Design figures'). Embeddings, LayerNorm, softmax and
-GELU stay fp32. ``reduce_range`` (7-bit weights) is used only on x86 CPUs without VNNI (or where
+GELU stay fp32.
+
+``onnx-int8-fast`` quantizes the FFN-output MatMul too (every MatMul with a constant weight): on the
+service's short texts it gives about 1.6-2x ``onnx-int8``'s texts/s, for vectors further from fp32's
+(figures: README, 'Serving'; benchmarks/README.md). SmoothQuant-style channel smoothing of the GELU output
+before that MatMul was tried and did not recover the fidelity on both real models here, so it is not used.
+``reduce_range`` (7-bit weights) is used only on x86 CPUs without VNNI (or where
 that cannot be read), where 8-bit products can saturate.
 
 After the ONNX session is built, the torch copy of the transformer's weights is released: the
@@ -303,12 +309,12 @@ class _DropOrtQuantizationNotes(logging.Filter):
         return "onnxruntime" not in record.pathname
 
 
-def _quantize_int8(source: Path, target: Path, *, ff: int | None, reduce_range: bool) -> None:
+def _quantize_int8(source: Path, target: Path, *, ff: int | None, reduce_range: bool, every_matmul: bool) -> None:
     """Dynamic int8 quantization (see the module docstring for what is quantized and why)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    keep_fp32 = _ffn_output_matmuls(source, ff) if ff else []
+    keep_fp32 = _ffn_output_matmuls(source, ff) if ff and not every_matmul else []
     note_filter = _DropOrtQuantizationNotes()
     root = logging.getLogger()
     root.addFilter(note_filter)
@@ -339,7 +345,7 @@ class OnnxRunner:
 
     Attributes:
         model_file: the ONNX file in use.
-        quantized: whether it is the int8 model.
+        quantized: whether it is an int8 model.
         exported: whether this process produced the file (False when it came from the cache).
         input_names: the token inputs fed to the graph.
         threads: ONNX Runtime intra-op threads.
@@ -387,6 +393,7 @@ def build_onnx_runner(
     path: Path,
     *,
     quantize: bool = False,
+    every_matmul: bool = False,
     threads: int | None = None,
     cache_dir: Path | None = None,
 ) -> OnnxRunner:
@@ -395,11 +402,12 @@ def build_onnx_runner(
     Args:
         st: the loaded sentence-transformers model (its first module is exported).
         path: the model folder (decides the cache key and where the cache lives).
-        quantize: use the dynamic int8 model instead of fp32.
+        quantize: use a dynamic int8 model instead of fp32.
+        every_matmul: with ``quantize``, the FFN-output MatMuls in int8 too (``onnx-int8-fast``).
         threads: ONNX Runtime intra-op threads; None uses :func:`default_intra_op_threads`.
         cache_dir: override the cache folder (tests).
     """
-    backend = "onnx-int8" if quantize else "onnx"
+    backend = ("onnx-int8-fast" if every_matmul else "onnx-int8") if quantize else "onnx"
     ort = _require_onnxruntime(backend)
     hf = _hf_model(st)
     names = _token_inputs(st)
@@ -419,13 +427,16 @@ def build_onnx_runner(
         reduce_range = _needs_reduce_range()
         ff = getattr(getattr(hf, "config", None), "intermediate_size", None)
         recipe = f"{key}-int8-perchannel-rr{int(reduce_range)}-ffnout-fp32-{ff}"
+        if every_matmul:
+            recipe = f"{key}-int8-perchannel-rr{int(reduce_range)}-every-matmul"
         model_file = folder / f"m3e-rag-int8-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.onnx"
         if not model_file.is_file():
             exported |= _cached_file(fp32_file, export, "Exported ONNX fp32 model to")
 
             def make_int8(tmp: Path) -> None:
                 _require_onnx(backend)
-                _quantize_int8(fp32_file, tmp, ff=int(ff) if ff else None, reduce_range=reduce_range)
+                _quantize_int8(fp32_file, tmp, ff=int(ff) if ff else None, reduce_range=reduce_range,
+                               every_matmul=every_matmul)
 
             exported |= _cached_file(model_file, make_int8, "Quantized ONNX int8 model to")
     else:

@@ -13,11 +13,12 @@ from typing import Any, Literal, get_args
 from m3e_rag.encode.loading import resolve_model_name
 from m3e_rag.errors import InputError
 
-__all__ = ["Backend", "OnOverflow", "DEFAULT_BATCH_SIZE", "DTYPES", "normalize_dtype"]
+__all__ = ["Backend", "BACKENDS", "OnOverflow", "DEFAULT_BATCH_SIZE", "DTYPES", "normalize_dtype"]
 
-Backend = Literal["torch", "onnx", "onnx-int8"]
+Backend = Literal["torch", "onnx", "onnx-int8", "onnx-int8-fast"]
 OnOverflow = Literal["truncate", "warn", "error"]
-_BACKENDS: tuple[str, ...] = get_args(Backend)
+#: Every backend name, in the order the CLI lists them.
+BACKENDS: tuple[str, ...] = get_args(Backend)
 _ON_OVERFLOW: tuple[str, ...] = get_args(OnOverflow)
 #: Default most texts per forward pass. Texts are sorted by token length and a batch also stops at
 #: :data:`~m3e_rag.encode.batching.MAX_BATCH_ACTIVATION_BYTES`, so long texts go a few at a time and short
@@ -124,8 +125,8 @@ class _EncoderOptions:
             raise InputError(f"multi_process=True needs backend='torch' (got {backend!r}).")
         if multi_process and device is not None and not str(device).startswith("cuda"):
             raise InputError(_MULTI_PROCESS_CPU)
-        if backend not in _BACKENDS:
-            raise InputError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}.")
+        if backend not in BACKENDS:
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
         if on_overflow not in _ON_OVERFLOW:
             raise InputError(f"on_overflow must be one of {', '.join(_ON_OVERFLOW)}; got {on_overflow!r}.")
         self.model_name: str = resolve_model_name(model_name)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from m3e_rag.encode.options import BACKENDS
 from m3e_rag.encode.registry import spec_for
 from m3e_rag.errors import InputError
 from m3e_rag.evaluate.compare_heads import check_compare_mode
@@ -40,7 +41,7 @@ class CompareSettings:
         limit: score only the first ``limit`` queries (the whole corpus is still indexed).
         chunk_tokens: chunk budget; None uses the pipeline's default (256, capped by the window).
         overlap_tokens: overlap between chunks; None uses the pipeline's default.
-        backend: ``torch``, ``onnx`` or ``onnx-int8`` for every model.
+        backend: one of :data:`~m3e_rag.encode.options.BACKENDS` for every model.
         device: torch device; None picks CUDA when available.
         latency_queries: single queries timed one at a time (dense mode, embedding included).
         pairs_limit: score only the first ``pairs_limit`` sentence pairs.
@@ -66,8 +67,8 @@ class CompareSettings:
             if value is not None and (name != "overlap_tokens" or value != 0):
                 check_k(value, name)
         check_k(self.latency_queries, "latency_queries")
-        if self.backend not in ("torch", "onnx", "onnx-int8"):
-            raise InputError(f"backend must be one of torch, onnx, onnx-int8; got {self.backend!r}.")
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}.")
 
     def pipeline_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`RAGPipeline` (only those set)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from m3e_rag.encode.options import BACKENDS
 from m3e_rag.errors import InputError
 
 __all__ = ["ServeConfig", "API_KEY_ENV", "is_loopback", "add_serve_arguments", "config_from_args", "file_limit",
@@ -63,7 +64,7 @@ class ServeConfig:
         served_names: names accepted in the ``model`` field of requests (the first is listed by
             ``/v1/models``); empty means the model's base name and its full name.
         device: torch device (None: CUDA when available).
-        backend: encoder backend (``torch``, ``onnx``, ``onnx-int8``).
+        backend: encoder backend (``torch``, ``onnx``, ``onnx-int8``, ``onnx-int8-fast``).
         batch_size: texts per forward pass inside a coalesced batch (the batch is token-sorted first).
             8, not the library's 32: with many one-text requests coalesced, smaller passes served more
             texts/s, and were no slower on an idle machine (figures: benchmarks/README.md, 'Design figures').
@@ -189,7 +190,9 @@ def add_serve_arguments(p: Any) -> None:
     p.add_argument("--served-model-name", action="append", default=None,
                    help="name clients send as `model` (repeatable; default: the model's base name)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"])
+    p.add_argument("--backend", default="torch", choices=list(BACKENDS),
+                   help="torch (fp32), onnx, onnx-int8 (FFN output kept fp32) or onnx-int8-fast (every MatMul int8: "
+                   "most texts/s, vectors further from fp32's); README 'Serving' says when to use which")
     p.add_argument("--batch-size", type=int, default=8,
                    help="texts per forward pass within a coalesced batch (default 8)")
     p.add_argument("--on-overflow", default="warn", choices=["truncate", "warn", "error"],

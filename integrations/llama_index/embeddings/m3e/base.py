@@ -68,7 +68,7 @@ class M3EEmbedding(BaseEmbedding):
     device: str | None = Field(default=None, description="Torch device; None picks CUDA when available.")
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0, description="Texts per forward pass.")
     normalize: bool = Field(default=True, description="L2-normalize vectors.")
-    backend: Backend = Field(default="torch", description="torch (fp32), onnx or onnx-int8.")
+    backend: Backend = Field(default="torch", description="torch (fp32), onnx, onnx-int8 or onnx-int8-fast.")
     on_overflow: OnOverflow = Field(default="warn", description="warn, truncate or error on over-long texts.")
     trust_remote_code: bool = Field(default=False, description="Let the model folder run its own code.")
     query_prompt: str | None = Field(
