@@ -24,7 +24,7 @@ GELU stay fp32.
 
 ``onnx-int8-fast`` quantizes the FFN-output MatMul too (every MatMul with a constant weight): on the
 service's short texts it gives about 1.4-1.6x ``onnx-int8``'s texts/s, for vectors further from fp32's
-(figures: README, 'Serving'; benchmarks/README.md). SmoothQuant-style channel smoothing of the GELU output
+(figures: the README's throughput table; benchmarks/README.md). SmoothQuant-style channel smoothing of the GELU output
 before that MatMul was tried and did not recover the fidelity on both real models here, so it is not used.
 ``reduce_range`` (7-bit weights) is used only on x86 CPUs without VNNI (or where
 that cannot be read), where 8-bit products can saturate.

@@ -192,7 +192,7 @@ def add_serve_arguments(p: Any) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--backend", default="torch", choices=list(BACKENDS),
                    help="torch (fp32), onnx, onnx-int8 (FFN output kept fp32) or onnx-int8-fast (every MatMul int8: "
-                   "most texts/s, vectors further from fp32's); README 'Serving' says when to use which")
+                   "most texts/s, vectors further from fp32's); the README's throughput table says when to use which")
     p.add_argument("--batch-size", type=int, default=8,
                    help="texts per forward pass within a coalesced batch (default 8)")
     p.add_argument("--on-overflow", default="warn", choices=["truncate", "warn", "error"],
