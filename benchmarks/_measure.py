@@ -265,3 +265,24 @@ def topk_overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Mean fraction of shared ids between two top-k index arrays (order ignored)."""
     k = a.shape[1]
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a.tolist(), b.tolist(), strict=True)]))
+
+
+def vector_fidelity(ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray],
+                    answers: np.ndarray) -> dict[str, Any]:
+    """How far ``got`` (documents, queries) moved from ``ref``: cosine, centred cosine, retrieval agreement.
+
+    ``answers[i]`` is the document question ``i`` was asked about. Returns raw and centred cosine (mean, min)
+    over documents and queries, the top-10 overlap of question->document retrieval with ``ref``'s, and
+    hit@1 / hit@10 of the answer document.
+    """
+    (ref_d, ref_q), (d, q) = ref, got
+    raw = cosine_rows(np.concatenate([ref_d, ref_q]), np.concatenate([d, q]))
+    cen = np.concatenate([centred_cosine_rows(ref_d, d), centred_cosine_rows(ref_q, q)])
+    top = topk(q, d, 10)
+    return {
+        "cosine": {"mean": round(float(raw.mean()), 6), "min": round(float(raw.min()), 6)},
+        "centred_cosine": {"mean": round(float(cen.mean()), 5), "min": round(float(cen.min()), 5)},
+        "top10_overlap_vs_torch": round(topk_overlap(top, topk(ref_q, ref_d, 10)), 4),
+        "hit_at_1": round(float((top[:, 0] == answers).mean()), 4),
+        "hit_at_10": round(float((top == answers[:, None]).any(axis=1).mean()), 4),
+    }

@@ -337,21 +337,10 @@ def section_fidelity(args: argparse.Namespace) -> dict[str, Any]:
                 _normalized(st.encode(rs.paragraphs, batch_size=32, prompt=ref_enc.document_prompt or None)),
                 _normalized(st.encode(rs.questions, batch_size=32, prompt=ref_enc.query_prompt or None)),
             )
-            ref_d, ref_q = vecs["torch"]
-            ref_top = M.topk(ref_q, ref_d, 10)
             answers = np.asarray(rs.answers)
             entry: dict[str, Any] = {"paragraphs": len(rs.paragraphs), "questions": len(rs.questions)}
-            for name, (d, q) in vecs.items():
-                raw = M.cosine_rows(np.concatenate([ref_d, ref_q]), np.concatenate([d, q]))
-                cen = np.concatenate([M.centred_cosine_rows(ref_d, d), M.centred_cosine_rows(ref_q, q)])
-                top = M.topk(q, d, 10)
-                entry[name] = {
-                    "cosine": {"mean": round(float(raw.mean()), 6), "min": round(float(raw.min()), 6)},
-                    "centred_cosine": {"mean": round(float(cen.mean()), 5), "min": round(float(cen.min()), 5)},
-                    "top10_overlap_vs_torch": round(M.topk_overlap(top, ref_top), 4),
-                    "hit_at_1": round(float((top[:, 0] == answers).mean()), 4),
-                    "hit_at_10": round(float((top == answers[:, None]).any(axis=1).mean()), 4),
-                }
+            for name, got in vecs.items():
+                entry[name] = M.vector_fidelity(vecs["torch"], got, answers)
             out[f"{label} / {rs.name}"] = entry
     return out
 

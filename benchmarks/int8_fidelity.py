@@ -71,21 +71,6 @@ def _ort_encoder(model_file: Path, model_dir: Path, max_length: int) -> Any:
     return encode
 
 
-def _metrics(ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray], answers: np.ndarray,
-             ref_top: np.ndarray) -> dict[str, Any]:
-    (ref_d, ref_q), (d, q) = ref, got
-    raw = M.cosine_rows(np.concatenate([ref_d, ref_q]), np.concatenate([d, q]))
-    cen = np.concatenate([M.centred_cosine_rows(ref_d, d), M.centred_cosine_rows(ref_q, q)])
-    top = M.topk(q, d, 10)
-    return {
-        "cosine": {"mean": round(float(raw.mean()), 6), "min": round(float(raw.min()), 6)},
-        "centred_cosine": {"mean": round(float(cen.mean()), 5), "min": round(float(cen.min()), 5)},
-        "top10_overlap_vs_torch": round(M.topk_overlap(top, ref_top), 4),
-        "hit_at_1": round(float((top[:, 0] == answers).mean()), 4),
-        "hit_at_10": round(float((top == answers[:, None]).any(axis=1).mean()), 4),
-    }
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from m3e_rag import M3EEncoder
     from tests.support import standins
@@ -114,11 +99,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, encode in anchors.items():
                 vecs[name] = (encode(rs.paragraphs, ref_enc.document_prompt or ""),
                               encode(rs.questions, ref_enc.query_prompt or ""))
-            ref_top = M.topk(vecs["torch"][1], vecs["torch"][0], 10)
             answers = np.asarray(rs.answers)
             entry: dict[str, Any] = {"paragraphs": len(rs.paragraphs), "questions": len(rs.questions)}
             for name, got in vecs.items():
-                entry[name] = _metrics(vecs["torch"], got, answers, ref_top)
+                entry[name] = M.vector_fidelity(vecs["torch"], got, answers)
             out[f"{label} / {rs.name}"] = entry
     return out
 

@@ -15,6 +15,7 @@ from m3e_rag.evaluate.compare import compare_models
 from m3e_rag.evaluate.compare_cache import CompareSettings
 from m3e_rag.evaluate.compare_report import Comparison, plot_comparison
 from tests.support import standins
+from tests.support.task_files import write_retrieval_task
 
 CORPUS = [
     ("d1", "大熊猫主要吃竹子，一只成年大熊猫每天要吃十几公斤竹子。"),
@@ -30,11 +31,7 @@ PAIRS = [("今天天气怎么样？", "今天天气如何？", 1), ("今天天�
 @pytest.fixture(scope="module")
 def task_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("compare-task")
-    files = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl", "pairs": root / "pairs.tsv"}
-    files["corpus"].write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n"
-                                       for i, t in CORPUS), encoding="utf-8")
-    files["queries"].write_text("".join(json.dumps({"query": q, "relevant_ids": [r]}, ensure_ascii=False) + "\n"
-                                        for q, r in QUERIES), encoding="utf-8")
+    files = {**write_retrieval_task(root, CORPUS, QUERIES), "pairs": root / "pairs.tsv"}
     files["pairs"].write_text("".join(f"{a}\t{b}\t{label}\n" for a, b, label in PAIRS), encoding="utf-8")
     files["cache"] = root / "cache"
     return files

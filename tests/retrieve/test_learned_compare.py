@@ -5,7 +5,6 @@ Stand-ins: the random heads measure the plumbing (each mode is the search it nam
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from m3e_rag.evaluate.compare_cache import CompareSettings
 from m3e_rag.evaluate.retrieval import evaluate
 from m3e_rag.evaluate.tasks import load_task
 from tests.support import standins
+from tests.support.task_files import write_retrieval_task
 
 CORPUS = [
     ("d1", "大熊猫主要吃竹子，一只成年大熊猫每天要吃十几公斤竹子。"),
@@ -33,12 +33,7 @@ MODES = ("dense", "sparse", "hybrid", "hybrid-bm25", "hybrid+colbert")
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("learned-compare")
-    out = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl", "cache": root / "cache"}
-    out["corpus"].write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n"
-                                     for i, t in CORPUS), encoding="utf-8")
-    out["queries"].write_text("".join(json.dumps({"query": q, "relevant_ids": [r]}, ensure_ascii=False) + "\n"
-                                      for q, r in QUERIES), encoding="utf-8")
-    return out
+    return {**write_retrieval_task(root, CORPUS, QUERIES), "cache": root / "cache"}
 
 
 @pytest.mark.slow
