@@ -79,6 +79,8 @@ class LearnedSide(SparseSide):
     """
 
     folder_type = LearnedFolder
+    label = "learned-sparse index"
+    old_file = None  # no single-file version ever existed (the BM25 side's old file is the BM25 side's to replace)
 
     def __init__(self, store: ChromaStore, folder: Path | None, lexical: LexicalFn) -> None:
         super().__init__(store, folder)

@@ -83,6 +83,10 @@ class SparseSide:
 
     #: The folder kind kept (its ``index_type`` is the in-memory index): a learned-sparse side swaps both.
     folder_type: type[SparseFolder] = SparseFolder
+    #: What the log lines call this side (a learned-sparse side says so).
+    label = "BM25 index"
+    #: The single-file index of older versions that this side's folder replaces (None: none to replace).
+    old_file: str | None = OLD_SPARSE_FILE
 
     def __init__(self, store: ChromaStore, folder: Path | None) -> None:
         self.store = store
@@ -139,16 +143,17 @@ class SparseSide:
                 self._disk = self.folder_type.open(self.folder, writable=not self.read_only)
             except StoreError as exc:
                 if self.read_only:
-                    logger.info("BM25 index at %s is unusable (%s) and cannot be rewritten (read-only): "
-                                "building it in memory from the stored texts", self.folder, exc)
+                    logger.info("%s at %s is unusable (%s) and cannot be rewritten (read-only): "
+                                "building it in memory from the stored texts", self.label, self.folder, exc)
                     self._memory, self._memory_generation = self.folder_type.index_type(), None
                 else:
                     if (self.folder / "CURRENT").exists():
-                        logger.warning("BM25 index at %s is unusable (%s); rebuilding it from the store",
-                                       self.folder, exc)
+                        logger.warning("%s at %s is unusable (%s); rebuilding it from the store",
+                                       self.label, self.folder, exc)
                     self._disk = self.folder_type.create(self.folder)
         self.sync(verify_count=True, progress=progress)
-        old = None if self.folder is None or self.store.path is None else self.folder.parent / OLD_SPARSE_FILE
+        old = (None if self.folder is None or self.store.path is None or self.old_file is None
+               else self.folder.parent / self.old_file)
         if old is not None and old.exists() and not self.read_only:
             logger.info("replaced the old single-file BM25 index %s by the folder %s", old, self.folder)
             old.unlink(missing_ok=True)
@@ -167,7 +172,7 @@ class SparseSide:
         if self.generation == target and (not verify_count or len(self.index) == self.store.count()):
             return changed
         if self.read_only and self._disk is not None:  # a stale folder that cannot be caught up: rebuild in memory
-            logger.info("BM25 index at %s is behind the read-only store: building it in memory", self.folder)
+            logger.info("%s at %s is behind the read-only store: building it in memory", self.label, self.folder)
             self._disk, self._memory, self._memory_generation = None, self.folder_type.index_type(), None
         self._catch_up_from_store(target, progress)
         return True
@@ -179,8 +184,8 @@ class SparseSide:
         extra = sorted(held - stored)
         missing = sorted(stored - held)
         if extra or missing:
-            logger.info("BM25 index is behind the store (generation %s, store %s): %d to add, %d to drop",
-                        self.generation, target, len(missing), len(extra))
+            logger.info("%s is behind the store (generation %s, store %s): %d to add, %d to drop",
+                        self.label, self.generation, target, len(missing), len(extra))
         if extra:
             self._delete(extra, None)
         for start in range(0, len(missing), _FETCH_PAGE):
