@@ -5,7 +5,9 @@ batches, and every batch is shared among *all* the requests waiting: each gets a
 (water-filling: a request that needs less than its share leaves the rest to the others, see
 :func:`water_fill`), and a request that was served goes to the back of the line. So a one-text
 request that arrives behind two 2,048-text requests rides in the very next batch instead of waiting
-for 4,096 texts, and a large request still fills every batch when it is alone.
+for 4,096 texts, and a large request still fills every batch when it is alone. When more requests wait
+than a batch holds texts (the share rounds to zero), the batch's texts go first to the requests served
+least so far, so a newcomer still rides the next batch.
 
 Each request hands out its texts longest first (:attr:`Job.order`): when every waiting request gives
 its share, the shares of one batch are of like length, so the encoder pads little even though each
@@ -101,11 +103,15 @@ class Slice:
         return self.end - self.start
 
 
-def water_fill(needs: Sequence[int], capacity: int) -> list[int]:
+def water_fill(needs: Sequence[int], capacity: int, served: Sequence[int] | None = None) -> list[int]:
     """Split ``capacity`` among ``needs`` in equal shares; a need below its share leaves the rest to the others.
 
-    The remainder of the division goes one each to the first in line (``needs`` is in line order).
-    Example: ``water_fill([12, 1], 4) == [3, 1]``; ``water_fill([10] * 6, 4) == [1, 1, 1, 1, 0, 0]``.
+    The remainder of the division goes one each to the least ``served`` so far (texts already handed out), then
+    to the first in line (``needs`` is in line order). When more requests wait than a batch holds, the share is
+    zero and the remainder is all there is: a request that just arrived (served 0) then rides the next batch
+    instead of waiting at the back of the line for the requests already being served to take their turns.
+    Example: ``water_fill([12, 1], 4) == [3, 1]``; ``water_fill([10] * 6, 4) == [1, 1, 1, 1, 0, 0]``;
+    ``water_fill([10, 10, 1], 2, served=[5, 5, 0]) == [1, 0, 1]``.
     """
     shares = list(needs)
     if sum(needs) <= capacity:
@@ -121,6 +127,8 @@ def water_fill(needs: Sequence[int], capacity: int) -> list[int]:
         capped = sorted(order[rank:])  # line order
         for j in capped:
             shares[j] = level
+        if served is not None:
+            capped.sort(key=served.__getitem__)  # stable: line order among the equally served
         for j in capped[: left - level * rest]:
             shares[j] += 1  # each capped need is above the level, so one more still fits it
         break
@@ -183,7 +191,8 @@ class FairQueue:
             return [Slice(head, 0, 1)]
         waiting = [j for j in self._line if j.kind != "call"]
         slices: list[Slice] = []
-        for job, share in zip(waiting, water_fill([j.left for j in waiting], max_texts), strict=True):
+        shares = water_fill([j.left for j in waiting], max_texts, served=[j.taken for j in waiting])
+        for job, share in zip(waiting, shares, strict=True):
             if share:
                 slices.append(Slice(job, job.taken, job.taken + share))
                 job.taken += share

@@ -252,6 +252,37 @@ def test_water_fill_shares_a_batch_equally() -> None:
     assert water_fill([10] * 6, 4) == [1, 1, 1, 1, 0, 0]
     assert water_fill([2, 3], 64) == [2, 3]
     assert water_fill([5, 1, 9], 9) == [4, 1, 4]
+    # more requests than texts in a batch: the remainder goes to the least served so far, then in line order
+    assert water_fill([10, 10, 1], 2, served=[5, 5, 0]) == [1, 0, 1]
+    assert water_fill([10] * 4, 2, served=[3, 1, 2, 0]) == [0, 1, 0, 1]
+    assert water_fill([10] * 6, 4, served=[2] * 6) == [1, 1, 1, 1, 0, 0]
+    assert water_fill([9, 9, 9], 7, served=[4, 0, 2]) == [2, 3, 2]  # equal shares; the one left over: least served
+
+
+def test_a_newcomer_rides_the_next_batch_when_more_requests_wait_than_it_holds() -> None:
+    """Issue 25: with more requests waiting than a batch holds texts, a one-text request that just arrived went
+    to the back of the line and waited for every request already being served; now it rides the next batch."""
+    step = _Stepped()
+    batcher = Batcher(step.embed, step.count, window=512, max_batch_texts=4, max_wait_s=0.0).start()
+    try:
+        hold = threading.Event()
+        batcher.submit_call(lambda: hold.wait(60))
+        bigs = [batcher.submit_texts([f"{name}:{i:02d}" for i in range(10)]) for name in "abcde"]
+        hold.set()
+        assert step.started.get(timeout=60) == ["a:00", "b:00", "c:00", "d:00"]  # e waits: 5 requests, 4 texts
+        small = batcher.submit_texts(["s:7"])  # arrives while that batch runs
+        step.permits.release()
+        # e (never served) and the newcomer first, then the least served in line order
+        assert step.started.get(timeout=60) == ["e:00", "a:01", "b:01", "s:7"]
+        step.permits.release()
+        assert small.result(60).vectors[:, 0].tolist() == [7.0]
+        step.permits.release(100)
+        for big in bigs:
+            assert big.result(60).vectors[:, 0].tolist() == list(range(10))
+        assert all(len(call) <= 4 for call in step.calls)
+    finally:
+        step.permits.release(100)
+        batcher.close(10)
 
 
 def test_a_small_request_rides_the_next_batch_behind_big_ones() -> None:
