@@ -2,7 +2,8 @@
 
 Run by ``benchmarks/serve.py --encoder-rows`` in its own process (every CPU allowed), over the same short
 texts the load generator sends, in the slices a saturated server encodes (``--slice`` texts at a time,
-64 by default: the service's ``--max-batch-texts``). Rows: ``M3EEncoder`` with the torch backend at
+64 by default: the service's ``--max-batch-texts`` until issue 25 set it to 16; pass ``--slice 16`` for
+today's). Rows: ``M3EEncoder`` with the torch backend at
 forward-pass batch sizes 8 and 32 and with ``onnx-int8`` and ``onnx-int8-fast``, and
 ``SentenceTransformer.encode`` (what infinity-emb's torch engine and the naive server run) at its default
 batch size 32. Prints one JSON object: texts/s per row (median of ``--rounds``), with the spread.

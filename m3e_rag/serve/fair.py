@@ -11,8 +11,8 @@ least so far, so a newcomer still rides the next batch.
 
 Each request hands out its texts longest first (:attr:`Job.order`): when every waiting request gives
 its share, the shares of one batch are of like length, so the encoder pads little even though each
-request's texts vary (32 requests of 32 short texts: the batch of 64 takes every request's two
-longest, then the next two, ...; results go back in input order).
+request's texts vary (32 requests of 32 short texts with batches of 64: each batch takes every request's
+two longest, then the next two, ...; results go back in input order).
 
 A request's work is handed out slice by slice (:class:`Slice`), so the work of a request whose
 future was cancelled (its client went away) stops at the next batch boundary: its untaken texts
