@@ -10,8 +10,8 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # The layering of docs/architecture.md: each layer imports only those below it, no circles (pyproject.toml).
 PYTHONPATH=.:integrations .venv/bin/lint-imports
 # Two worker processes (pytest-xdist): many tests wait on subprocesses, servers and disk, so two workers on 2
-# cores took 13:07 against 19:52 in one process (one clean clone, the same hour, the same 2-core machine). Each worker starts
-# its own Chroma server; M3E_RAG_TEST_WORKERS=0 runs in one process, and a later -n in "$@" wins. --dist loadfile
-# keeps each test file on one worker: some files' tests share one browser or server in order (test_ui_browser.py
-# opens the page once, then each test works on it), which a split across workers would break.
+# cores took 13:07 against 19:52 in one process (one clean clone, the same hour, the same 2-core machine).
+# Each worker starts its own Chroma server; M3E_RAG_TEST_WORKERS=0 runs in one process, and a later -n in "$@"
+# wins. --dist loadfile keeps each test file on one worker: some files' tests share one browser or server in
+# order (test_ui_browser.py opens the page once, then each test works on it), which a split would break.
 .venv/bin/python -m pytest -n "${M3E_RAG_TEST_WORKERS:-2}" --dist loadfile "$@"
