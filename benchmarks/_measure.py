@@ -9,6 +9,7 @@ padding: it is work, but not useful work. For the m3e-base shape at n = 150 this
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -16,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -286,3 +288,21 @@ def vector_fidelity(ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, n
         "hit_at_1": round(float((top[:, 0] == answers).mean()), 4),
         "hit_at_10": round(float((top == answers[:, None]).any(axis=1).mean()), 4),
     }
+
+
+def fidelity_by_row(vecs: dict[str, tuple[np.ndarray, np.ndarray]], answers: Any) -> dict[str, Any]:
+    """:func:`vector_fidelity` of every row of ``vecs`` (documents, queries) against ``vecs["torch"]``, with the counts.
+
+    ``answers[i]`` is the document question ``i`` was asked about.
+    """
+    docs, queries = vecs["torch"]
+    entry: dict[str, Any] = {"paragraphs": len(docs), "questions": len(queries)}
+    for name, got in vecs.items():
+        entry[name] = vector_fidelity(vecs["torch"], got, np.asarray(answers))
+    return entry
+
+
+def write_result(out: Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's result as indented UTF-8 JSON to ``out`` (its folder made if missing)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -337,11 +337,7 @@ def section_fidelity(args: argparse.Namespace) -> dict[str, Any]:
                 _normalized(st.encode(rs.paragraphs, batch_size=32, prompt=ref_enc.document_prompt or None)),
                 _normalized(st.encode(rs.questions, batch_size=32, prompt=ref_enc.query_prompt or None)),
             )
-            answers = np.asarray(rs.answers)
-            entry: dict[str, Any] = {"paragraphs": len(rs.paragraphs), "questions": len(rs.questions)}
-            for name, got in vecs.items():
-                entry[name] = M.vector_fidelity(vecs["torch"], got, answers)
-            out[f"{label} / {rs.name}"] = entry
+            out[f"{label} / {rs.name}"] = M.fidelity_by_row(vecs, rs.answers)
     return out
 
 

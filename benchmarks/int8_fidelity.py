@@ -22,7 +22,6 @@ and hit@1 / hit@10 of the paragraph the question was asked about. Prints a table
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -99,11 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, encode in anchors.items():
                 vecs[name] = (encode(rs.paragraphs, ref_enc.document_prompt or ""),
                               encode(rs.questions, ref_enc.query_prompt or ""))
-            answers = np.asarray(rs.answers)
-            entry: dict[str, Any] = {"paragraphs": len(rs.paragraphs), "questions": len(rs.questions)}
-            for name, got in vecs.items():
-                entry[name] = M.vector_fidelity(vecs["torch"], got, answers)
-            out[f"{label} / {rs.name}"] = entry
+            out[f"{label} / {rs.name}"] = M.fidelity_by_row(vecs, rs.answers)
     return out
 
 
@@ -133,8 +128,7 @@ def main() -> None:
               "machine": M.machine(), "versions": M.versions(), "optimum": servers.infinity_versions(),
               "sets": run(args)}
     result["elapsed_s"] = round(time.time() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    M.write_result(args.out, result)
     print(table(result))
 
 

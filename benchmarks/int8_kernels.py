@@ -30,7 +30,6 @@ Usage: ``python benchmarks/int8_kernels.py`` (needs infinity-emb's venv for opti
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -126,10 +125,9 @@ def _torch_rows(model_dir: Path) -> dict[str, Callable[[Batch], np.ndarray]]:
     rows = {"torch fp32": run(fp32), "torch bf16 autocast": run(fp32, autocast=True)}
     if "onednn" in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = "onednn"
-        qmodel = AutoModel.from_pretrained(str(model_dir)).eval()
         qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-        rows["torch int8 oneDNN (dynamic, per channel)"] = run(
-            torch.ao.quantization.quantize_dynamic(qmodel, {torch.nn.Linear: qconfig}, dtype=torch.qint8))
+        rows["torch int8 oneDNN (dynamic, per channel)"] = run(  # a quantized copy: fp32 stays as it is
+            torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear: qconfig}, dtype=torch.qint8, inplace=False))
     return rows
 
 
@@ -258,8 +256,7 @@ def main() -> None:
               "machine": M.machine(), "versions": M.versions(), "loadavg_before": load_before,
               "forced_busy": bool(args.force_busy and not quiet), **run(args)}
     result["elapsed_s"] = round(time.time() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    M.write_result(args.out, result)
     print(table(result))
 
 
